@@ -1,0 +1,112 @@
+"""Server-Sent Events for the gateway: wire format, keep-alive comments, cancel on disconnect.
+
+A job's events become SSE messages ``id: <seq>`` / ``event: <type>`` / ``data: <json>``, so a client
+that reconnects sends ``Last-Event-ID: <seq>`` and gets only what came after. While nothing arrives
+(e.g. the job waits in the queue) a comment line keeps proxies and the client from timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from .gateway_backend import TERMINAL, JobEvent
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE = b": keep-alive\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def format_event(event: JobEvent) -> bytes:
+    """One SSE message; the JSON is on one line so no ``data:`` continuation is ever needed."""
+    data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def format_data(payload: Any) -> bytes:
+    """An unnamed SSE message (the OpenAI streaming format: ``data: {...}`` and ``data: [DONE]``)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+async def with_keepalive(
+    events: AsyncIterator[JobEvent], interval_s: float
+) -> AsyncIterator[JobEvent | None]:
+    """Yield the events, and ``None`` whenever `interval_s` passes without one (time to send a comment).
+
+    The source is pumped by a task into a queue, so a keep-alive timeout never cancels the source's
+    pending read (which would close an async generator halfway through).
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=256)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(("event", event))
+            await queue.put(("end", None))
+        except Exception as exc:  # handed to the consumer, re-raised there
+            await queue.put(("raise", exc))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                kind, item = await asyncio.wait_for(queue.get(), timeout=interval_s)
+            except TimeoutError:
+                yield None
+                continue
+            if kind == "end":
+                return
+            if kind == "raise":
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        aclose = getattr(events, "aclose", None)
+        with anyio.CancelScope(shield=True):
+            try:
+                await task
+            except BaseException:  # the pump's own cancellation
+                pass
+            if aclose is not None:
+                await aclose()
+
+
+async def job_sse(
+    job_id: str,
+    events: AsyncIterator[JobEvent],
+    *,
+    keepalive_s: float,
+    render: Callable[[JobEvent], list[bytes]],
+    on_event: Callable[[JobEvent], None],
+    on_abandon: Callable[[], Awaitable[None]] | None,
+    correlation_id: str,
+) -> AsyncIterator[bytes]:
+    """Body of a streaming response for one job: rendered events, keep-alives, and on a client
+    disconnect before the job ended, `on_abandon` (the cancel) run shielded from the cancellation."""
+    finished = False
+    try:
+        async for event in with_keepalive(events, keepalive_s):
+            if event is None:
+                yield KEEPALIVE
+                continue
+            on_event(event)
+            for chunk in render(event):
+                yield chunk
+            if event.type in TERMINAL:
+                finished = True
+                return
+    finally:
+        if not finished and on_abandon is not None:
+            logger.info("job %s cid %s: client went away before the end, cancelling", job_id, correlation_id)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await on_abandon()
+                except Exception:
+                    logger.exception("job %s cid %s: cancel after disconnect failed", job_id, correlation_id)
