@@ -120,7 +120,7 @@ class BodyLimitMiddleware:
 def error_response(request: Request, error: GatewayError, metrics: GatewayMetrics) -> JSONResponse:
     cid = correlation_id(request)
     metrics.errors.labels(error.type).inc()
-    log = logger.warning if error.status < 500 else logger.error
+    log = logger.error if error.status in (500, 502) else logger.warning  # a bug or a failed job
     log("%s %s cid %s -> %d %s: %s", request.method, request.url.path, cid, error.status, error.type, error.message)
     return JSONResponse(error.body(is_openai(request.url.path), cid), status_code=error.status,
                         headers=error.headers)
