@@ -1,0 +1,192 @@
+"""Client library: submit jobs, stream their events (sync or async), wait for results, cancel.
+
+    client = Client("redis://localhost:6379/0")
+    handle = client.submit(Job(prompt="Hello", params=SamplingParams(max_tokens=32, seed=1)))
+    for event in handle.stream():          # or: async for event in handle.astream()
+        ...
+    print(handle.result().text)
+
+A job is validated before anything is enqueued (`InvalidJob`), and refused with `QueueFull` when its
+model's queue already holds `max_queue` jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis as redis_lib
+from pydantic import ValidationError
+
+from . import keys
+from .errors import InvalidJob, JobFailed, JobNotFound, JobTimeout, QueueFull
+from .schemas import Done, Error, Event, Job, Queued, Timings, Tokens, Usage
+from .settings import Settings, load_settings
+from .streams import afollow, append_events, follow
+from .tasks import GENERATE
+
+Sender = Callable[[Job, str, int], None]  # (job, queue, celery priority)
+
+
+@dataclass
+class JobResult:
+    """A finished job, assembled from its events."""
+
+    job_id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    usage: Usage
+    timings: Timings | None
+    events: list[Event] = field(repr=False)
+
+
+def assemble(job_id: str, events: list[Event]) -> JobResult:
+    """The result of a job from its complete event list; `JobFailed` if it ended with an error."""
+    end = events[-1] if events else None
+    if isinstance(end, Error):
+        raise JobFailed(job_id, end.error_type, end.message)
+    if not isinstance(end, Done):
+        raise JobTimeout(f"job {job_id} has not ended")
+    chunks = [e for e in events if isinstance(e, Tokens)]
+    return JobResult(job_id, "".join(c.text for c in chunks), [i for c in chunks for i in c.ids],
+                     end.finish_reason, end.usage, end.timings, events)
+
+
+def celery_sender(settings: Settings) -> Sender:
+    from .app import make_app
+
+    app = make_app(settings)
+
+    def send(job: Job, queue: str, priority: int) -> None:
+        app.send_task(GENERATE, args=[job.model_dump(mode="json")], queue=queue, priority=priority,
+                      task_id=job.id)
+
+    return send
+
+
+class Client:
+    """Talks to the queue's Redis; `settings` default from ``ORCD_*`` (redis_url overrides)."""
+
+    def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
+                 redis: redis_lib.Redis | None = None, sender: Sender | None = None) -> None:
+        self.settings = settings or load_settings(redis_url=redis_url)
+        if redis_url and self.settings.redis_url != redis_url:
+            self.settings = self.settings.model_copy(update={"redis_url": redis_url})
+        if redis is None and not self.settings.redis_url:
+            raise InvalidJob("Client needs a Redis URL (ORCD_REDIS_URL)")
+        self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url)
+        self._send = sender or celery_sender(self.settings)
+        self._aredis: Any = None
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # ---- submit
+
+    def queue_depth(self, queue: str) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for name in keys.queue_lists(queue):
+            pipe.llen(name)
+        return sum(pipe.execute())
+
+    def submit(self, job: Job | dict[str, Any]) -> JobHandle:
+        """Validate, record and enqueue `job` on its model's queue."""
+        try:
+            job = job if isinstance(job, Job) else Job.model_validate(job)
+        except ValidationError as exc:
+            raise InvalidJob(f"invalid job: {exc}") from None
+        model = keys.model_name(job.model or self.settings.model)
+        job = job.model_copy(update={"model": model})
+        queue = self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
+        depth = self.queue_depth(queue)
+        if depth >= self.settings.max_queue:
+            raise QueueFull(queue, depth, self.settings.max_queue)
+        meta = keys.job_meta(job.id)
+        if not self.redis.hsetnx(meta, "job", job.model_dump_json()):
+            raise InvalidJob(f"job id {job.id!r} is already in use")
+        self.redis.hset(meta, mapping={"queue": queue, "created_at": job.created_at})
+        live_ttl = int(self.settings.job_timeout_s + self.settings.result_ttl_s)
+        queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority)
+        append_events(self.redis, [queued], live_ttl_s=live_ttl, result_ttl_s=self.settings.result_ttl_s)
+        self._send(job, queue, keys.celery_priority(job.priority))
+        return JobHandle(self, job.id)
+
+    # ---- follow
+
+    def stream(self, job_id: str, after: int = 0, *, timeout_s: float | None = None) -> Iterator[Event]:
+        """Every event of the job after seq `after`, in order, no gap, no duplicate; ends at done/error."""
+        return follow(self.redis, job_id, after, timeout_s=timeout_s)
+
+    async def astream(self, job_id: str, after: int = 0, *,
+                      timeout_s: float | None = None) -> AsyncIterator[Event]:
+        if self._aredis is None:
+            import redis.asyncio as aredis
+
+            self._aredis = aredis.Redis.from_url(self.settings.redis_url)
+        async for event in afollow(self._aredis, job_id, after, timeout_s=timeout_s):
+            yield event
+
+    def result(self, job_id: str, *, timeout_s: float | None = None) -> JobResult:
+        return assemble(job_id, list(self.stream(job_id, timeout_s=timeout_s)))
+
+    async def aresult(self, job_id: str, *, timeout_s: float | None = None) -> JobResult:
+        return assemble(job_id, [e async for e in self.astream(job_id, timeout_s=timeout_s)])
+
+    # ---- control and inspection
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the job to stop; False if it had already ended. A queued job then never starts."""
+        status = self.redis.hget(keys.job_meta(job_id), "status")
+        if status is None:
+            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        if status.decode() in ("done", "error", "cancelled"):
+            return False
+        self.redis.set(keys.job_cancel(job_id), b"1",
+                       ex=int(self.settings.job_timeout_s + self.settings.result_ttl_s))
+        return True
+
+    def status(self, job_id: str) -> dict[str, str]:
+        meta = self.redis.hgetall(keys.job_meta(job_id))
+        if not meta:
+            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        return {k.decode(): v.decode() for k, v in meta.items()}
+
+    def workers(self) -> list[dict[str, str]]:
+        """Heartbeats of the live workers."""
+        names = sorted(self.redis.scan_iter(match=keys.WORKER_PATTERN, count=100))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        return [{k.decode(): v.decode() for k, v in beat.items()} for beat in pipe.execute() if beat]
+
+    def wait_for_worker(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.workers():
+            if time.monotonic() > deadline:
+                raise JobTimeout(f"no worker heartbeat within {timeout_s:g} s")
+            time.sleep(0.1)
+
+
+class JobHandle:
+    """A submitted job."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client, self.id = client, job_id
+
+    def stream(self, after: int = 0, *, timeout_s: float | None = None) -> Iterator[Event]:
+        return self.client.stream(self.id, after, timeout_s=timeout_s)
+
+    def astream(self, after: int = 0, *, timeout_s: float | None = None) -> AsyncIterator[Event]:
+        return self.client.astream(self.id, after, timeout_s=timeout_s)
+
+    def result(self, *, timeout_s: float | None = None) -> JobResult:
+        return self.client.result(self.id, timeout_s=timeout_s)
+
+    async def aresult(self, *, timeout_s: float | None = None) -> JobResult:
+        return await self.client.aresult(self.id, timeout_s=timeout_s)
+
+    def cancel(self) -> bool:
+        return self.client.cancel(self.id)

@@ -1,0 +1,186 @@
+"""Turning a running job's steps into events: numbering, token coalescing, and resuming after a crash.
+
+`JobPublisher` is pure (time is passed in): it numbers a job's events from the seq after those already
+in the log, drops the first `skip_tokens` tokens (a redelivered job regenerates them, seeded, but an
+earlier attempt already published them), and coalesces tokens into chunks: a chunk is due when it
+holds `chunk_tokens` tokens, when its oldest token is `chunk_ms` old, or at once for the job's very
+first token (time to first token matters more than message count).
+
+`Publisher` is the thread that writes: the scheduler hands it steps without waiting on Redis, and it
+writes every due chunk of every job in two round trips (streams.append_events).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import redis as redis_lib
+
+from .schemas import Done, Error, Event, Started, Timings, TokenLogprob, Tokens, Usage
+from .streams import append_events
+
+logger = logging.getLogger(__name__)
+
+
+class JobPublisher:
+    """Events of one job attempt, in seq order, chunked."""
+
+    def __init__(self, job_id: str, *, next_seq: int, skip_tokens: int, chunk_tokens: int,
+                 chunk_ms: float) -> None:
+        self.job_id = job_id
+        self.next_seq = next_seq
+        self.skip_tokens = skip_tokens
+        self.chunk_tokens = chunk_tokens
+        self.chunk_s = chunk_ms / 1000.0
+        self.n_tokens = 0  # tokens seen this attempt, skipped ones included
+        self._ready: list[Event] = []
+        self._ids: list[int] = []
+        self._text: list[str] = []
+        self._logprobs: list[TokenLogprob] = []
+        self._first_at: float | None = None  # when the oldest buffered token arrived
+        self.ended = False
+
+    def _seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq - 1
+
+    def started(self, worker: str, queue_ms: float, attempt: int, now: float) -> None:
+        self._ready.append(Started(job_id=self.job_id, seq=self._seq(), ts=now, worker=worker,
+                                   queue_ms=queue_ms, attempt=attempt))
+
+    def token(self, token_id: int | None, text: str, logprobs: TokenLogprob | None, now: float) -> None:
+        """One step's output; `token_id` None is text released at the end without a token."""
+        if token_id is not None:
+            self.n_tokens += 1
+        if self.n_tokens <= self.skip_tokens and (token_id is not None or self.n_tokens < self.skip_tokens):
+            return
+        if token_id is None and not text:
+            return
+        if not self._ids and not self._text:
+            self._first_at = now
+        if token_id is not None:
+            self._ids.append(token_id)
+        self._text.append(text)
+        if logprobs is not None:
+            self._logprobs.append(logprobs)
+
+    def _chunk(self, now: float) -> None:
+        if not self._ids and not self._text:
+            return
+        index = self.n_tokens - len(self._ids)
+        self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=index,
+                                  ids=self._ids, text="".join(self._text),
+                                  logprobs=self._logprobs or None))
+        self._ids, self._text, self._logprobs, self._first_at = [], [], [], None
+
+    def done(self, finish_reason: str, usage: Usage, timings: Timings | None, now: float) -> None:
+        self._chunk(now)
+        self._ready.append(Done(job_id=self.job_id, seq=self._seq(), ts=now, finish_reason=finish_reason,
+                                usage=usage, timings=timings))
+        self.ended = True
+
+    def error(self, error_type: str, message: str, now: float) -> None:
+        self._chunk(now)
+        self._ready.append(Error(job_id=self.job_id, seq=self._seq(), ts=now, error_type=error_type,
+                                 message=message))
+        self.ended = True
+
+    def due_at(self) -> float | None:
+        """When the buffered chunk must go out (None: nothing buffered)."""
+        if self._ready:
+            return 0.0
+        if not self._ids and not self._text:
+            return None
+        if len(self._ids) >= self.chunk_tokens or self.n_tokens - len(self._ids) == 0:
+            return 0.0
+        assert self._first_at is not None
+        return self._first_at + self.chunk_s
+
+    def take(self, now: float, force: bool = False) -> list[Event]:
+        """Events to write now: those ready, plus the chunk if it is due (or `force`)."""
+        due = self.due_at()
+        if due is not None and (force or due <= now):
+            self._chunk(now)
+        ready, self._ready = self._ready, []
+        return ready
+
+
+class Publisher:
+    """Background writer for every job of a worker; methods are safe to call from any thread."""
+
+    def __init__(self, client: redis_lib.Redis, *, chunk_tokens: int, chunk_ms: float, live_ttl_s: int,
+                 result_ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.chunk_tokens, self.chunk_ms = chunk_tokens, chunk_ms
+        self.live_ttl_s, self.result_ttl_s = live_ttl_s, result_ttl_s
+        self.clock = clock
+        self._ops: queue.SimpleQueue[tuple[str, Callable[[], None] | None]] = queue.SimpleQueue()
+        self._jobs: dict[str, tuple[JobPublisher, Callable[[Event], None]]] = {}
+        self._pending: list[Event] = []  # taken but not yet written (Redis was unreachable)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="orcd-publisher", daemon=True)
+        self._thread.start()
+
+    def open(self, job_id: str, *, next_seq: int, skip_tokens: int,
+             on_end: Callable[[Event], None]) -> JobPublisher:
+        """Register a job attempt; `on_end(event)` runs once its done/error event is in Redis."""
+        job = JobPublisher(job_id, next_seq=next_seq, skip_tokens=skip_tokens,
+                           chunk_tokens=self.chunk_tokens, chunk_ms=self.chunk_ms)
+        self.call(lambda: self._jobs.__setitem__(job_id, (job, on_end)))
+        return job
+
+    def call(self, op: Callable[[], None]) -> None:
+        """Run `op` (a JobPublisher method call) on the publisher thread, in submission order."""
+        self._ops.put(("op", op))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._ops.put(("stop", None))
+        self._thread.join(timeout_s)
+
+    def _next_wakeup(self, now: float) -> float:
+        dues = [d for job, _ in self._jobs.values() if (d := job.due_at()) is not None]
+        if self._pending:
+            dues.append(now + 0.5)
+        return max(0.0, min(dues) - now) if dues else 1.0
+
+    def _run(self) -> None:
+        stopping = False
+        while not (stopping and not self._pending):
+            try:
+                kind, op = self._ops.get(timeout=self._next_wakeup(self.clock()))
+                while True:
+                    if kind == "stop":
+                        stopping = True
+                    elif op is not None:
+                        op()
+                    kind, op = self._ops.get_nowait()
+            except queue.Empty:
+                pass
+            self._flush(force=stopping)
+            if stopping and self._pending:
+                logger.error("publisher stopping with %d unwritten events", len(self._pending))
+                return
+
+    def _flush(self, force: bool = False) -> None:
+        now = self.clock()
+        for job, _ in self._jobs.values():
+            self._pending.extend(job.take(now, force))
+        if not self._pending:
+            return
+        try:
+            append_events(self.client, self._pending, live_ttl_s=self.live_ttl_s,
+                          result_ttl_s=self.result_ttl_s)
+        except redis_lib.RedisError as exc:
+            logger.warning("publisher: %d events not written yet (%s); retrying", len(self._pending), exc)
+            time.sleep(0.2)
+            return
+        written, self._pending = self._pending, []
+        for event in written:
+            if event.type in ("done", "error"):
+                _job, on_end = self._jobs.pop(event.job_id, (None, None))
+                if on_end is not None:
+                    on_end(event)

@@ -1,0 +1,306 @@
+"""Continuous batching: one thread owns the engine and interleaves every job a worker holds.
+
+Each turn of the loop: take newly submitted requests; retire those cancelled or past their deadline;
+admit waiting requests (highest priority, then oldest) while the batch has room and the engine has a
+free KV slot, refusing any whose prompt plus max_tokens cannot fit in the context; prefill the newly
+admitted together; decode one token for everything running; hand each step to the job's sink and
+free the slots of finished jobs. A failure is confined to the jobs it touches: a bad request fails
+alone, an engine error fails the batch it happened in, and the loop keeps serving.
+
+Pure Python over two small protocols (`EngineLike`, `GenerationLike`), so it is tested without
+Celery, Redis or a GPU.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gpu.errors import KVCacheFull
+
+from .errors import ContextTooLong, DeadlineExceeded, InvalidJob, SchedulerClosed
+
+logger = logging.getLogger(__name__)
+
+
+class EngineLike(Protocol):
+    max_batch: int
+    max_context: int
+
+    def alloc(self) -> int: ...
+    def free(self, slot: int) -> None: ...
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> Any: ...  # [B, vocab]
+    def decode(self, slots: list[int], token_ids: list[int]) -> Any: ...  # [B, vocab]
+
+
+class StepLike(Protocol):
+    token_id: int
+    text: str
+    logprobs: Any
+    finish_reason: str | None
+
+
+class GenerationLike(Protocol):
+    def step(self, logits_row: Any) -> StepLike: ...
+    def cancel(self) -> StepLike: ...  # ends it between steps, releasing held-back text
+
+
+class JobSink(Protocol):
+    """Where a job's progress goes (the publisher, in a worker); called on the scheduler thread."""
+
+    def started(self, now: float) -> None: ...
+    def step(self, result: StepLike, now: float) -> None: ...
+    def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None: ...
+    def failed(self, exc: BaseException, now: float) -> None: ...
+
+
+@dataclass
+class Request:
+    job_id: str
+    prompt_ids: list[int]
+    max_tokens: int
+    new_generation: Callable[[], GenerationLike]
+    sink: JobSink
+    priority: int = 5
+    deadline: float | None = None  # on the scheduler's clock
+
+
+@dataclass
+class _Running:
+    request: Request
+    slot: int
+    generation: GenerationLike
+    n_tokens: int = 0
+    last_token: int = -1
+
+
+@dataclass(order=True)
+class _Waiting:
+    key: tuple[int, int]
+    request: Request = field(compare=False)
+
+
+class Scheduler:
+    """Runs requests on `engine` in continuous batches; `submit` is safe from any thread."""
+
+    def __init__(self, engine: EngineLike, *,
+                 cancelled: Callable[[Collection[str]], set[str]] = lambda ids: set(),
+                 clock: Callable[[], float] = time.time, step_delay_s: float = 0.0) -> None:
+        self.engine = engine
+        self.cancelled = cancelled
+        self.clock = clock
+        self.step_delay_s = step_delay_s
+        self._inbox: list[Request] = []
+        self._waiting: list[_Waiting] = []
+        self._running: list[_Running] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # ---- outside the scheduler thread
+
+    def submit(self, request: Request) -> None:
+        with self._wake:
+            if self._closed:
+                raise SchedulerClosed(f"job {request.job_id}: the scheduler has stopped")
+            self._inbox.append(request)
+            self._wake.notify()
+
+    @property
+    def n_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self._waiting) + len(self._inbox)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="orcd-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            try:
+                busy = self.run_once()
+            except Exception as exc:  # a bug in this loop must not take the worker down silently
+                logger.exception("scheduler turn failed; failing the %d running jobs", len(self._running))
+                self._fail_all(self._running, exc)
+                busy = False
+            if not busy:
+                with self._wake:
+                    if not self._inbox and not self._closed:
+                        self._wake.wait(0.05)
+
+    # ---- one turn (the scheduler thread, or a test)
+
+    def run_once(self) -> bool:
+        """One turn of the loop; True when the engine ran."""
+        with self._wake:
+            inbox, self._inbox = self._inbox, []
+        for request in inbox:
+            heapq.heappush(self._waiting, _Waiting((-request.priority, next(self._order)), request))
+        self._retire_cancelled_and_late()
+        admitted = self._admit()
+        if admitted:
+            self._prefill(admitted)
+        if self._running:
+            self._decode()
+            if self.step_delay_s:
+                time.sleep(self.step_delay_s)
+        return bool(admitted or self._running)
+
+    def _retire_cancelled_and_late(self) -> None:
+        requests = [w.request for w in self._waiting] + [r.request for r in self._running]
+        if not requests:
+            return
+        ids = [request.job_id for request in requests]
+        try:
+            cancelled = self.cancelled(ids)
+        except Exception:
+            logger.exception("cancel check failed for %d jobs; trying again next turn", len(ids))
+            cancelled = set()
+        now = self.clock()
+        late = {r.job_id for r in requests if r.deadline is not None and now >= r.deadline}
+        if not (cancelled or late):
+            return
+        keep = []
+        for waiting in self._waiting:
+            job_id = waiting.request.job_id
+            if job_id in cancelled:
+                logger.info("job %s cancelled while waiting; never started", job_id)
+                _call(waiting.request.sink.finished, "cancelled", 0, now)
+            elif job_id in late:
+                _call(waiting.request.sink.failed, DeadlineExceeded(f"job {job_id}: deadline passed "
+                                                                    "while waiting for a batch slot"), now)
+            else:
+                keep.append(waiting)
+        self._waiting = keep
+        heapq.heapify(self._waiting)
+        for running in list(self._running):
+            job_id = running.request.job_id
+            if job_id in cancelled:
+                logger.info("job %s cancelled after %d tokens", job_id, running.n_tokens)
+                self._retire(running)
+                try:
+                    _call(running.request.sink.step, running.generation.cancel(), now)
+                finally:
+                    _call(running.request.sink.finished, "cancelled", running.n_tokens, now)
+            elif job_id in late:
+                self._retire(running)
+                _call(running.request.sink.failed, DeadlineExceeded(
+                    f"job {job_id}: deadline passed after {running.n_tokens} tokens"), now)
+
+    def _admit(self) -> list[_Running]:
+        admitted: list[_Running] = []
+        while self._waiting and len(self._running) + len(admitted) < self.engine.max_batch:
+            request = self._waiting[0].request
+            now = self.clock()
+            need = len(request.prompt_ids) + request.max_tokens
+            if not request.prompt_ids:
+                heapq.heappop(self._waiting)
+                _call(request.sink.failed, InvalidJob(f"job {request.job_id}: the prompt has no tokens"), now)
+                continue
+            if need > self.engine.max_context:
+                heapq.heappop(self._waiting)
+                _call(request.sink.failed, ContextTooLong(
+                    f"job {request.job_id}: prompt ({len(request.prompt_ids)} tokens) + max_tokens "
+                    f"({request.max_tokens}) = {need} exceeds the worker's max context "
+                    f"({self.engine.max_context})"), now)
+                continue
+            try:
+                slot = self.engine.alloc()
+            except KVCacheFull:
+                break  # wait for a running job to free its slot
+            heapq.heappop(self._waiting)
+            try:
+                generation = request.new_generation()
+            except Exception as exc:
+                self.engine.free(slot)
+                _call(request.sink.failed, exc, now)
+                continue
+            admitted.append(_Running(request, slot, generation))
+        return admitted
+
+    def _prefill(self, admitted: list[_Running]) -> None:
+        now = self.clock()
+        for running in admitted:
+            _call(running.request.sink.started, now)
+        try:
+            logits = self.engine.prefill([r.slot for r in admitted], [r.request.prompt_ids for r in admitted])
+        except Exception as exc:
+            logger.exception("prefill of %d jobs failed (%s)", len(admitted),
+                             ", ".join(r.request.job_id for r in admitted))
+            for running in admitted:
+                self.engine.free(running.slot)
+            self._notify_failed(admitted, exc)
+            return
+        self._running.extend(admitted)
+        self._advance(admitted, logits)  # [B, vocab]
+
+    def _decode(self) -> None:
+        batch = list(self._running)
+        try:
+            logits = self.engine.decode([r.slot for r in batch], [r.last_token for r in batch])
+        except Exception as exc:
+            logger.exception("decode of %d jobs failed", len(batch))
+            self._fail_all(batch, exc)
+            return
+        self._advance(batch, logits)  # [B, vocab]
+
+    def _advance(self, batch: list[_Running], logits: Any) -> None:
+        now = self.clock()
+        for running, row in zip(batch, logits, strict=True):
+            try:
+                result = running.generation.step(row)
+            except Exception as exc:
+                logger.exception("job %s: generation step failed", running.request.job_id)
+                self._retire(running)
+                _call(running.request.sink.failed, exc, now)
+                continue
+            if result.token_id is not None:
+                running.n_tokens += 1
+                running.last_token = result.token_id
+            _call(running.request.sink.step, result, now)
+            if result.finish_reason is not None:
+                self._retire(running)
+                _call(running.request.sink.finished, result.finish_reason, running.n_tokens, now)
+
+    def _retire(self, running: _Running) -> None:
+        self._running.remove(running)
+        try:
+            self.engine.free(running.slot)
+        except Exception:
+            logger.exception("job %s: freeing slot %d failed", running.request.job_id, running.slot)
+
+    def _fail_all(self, batch: list[_Running], exc: BaseException) -> None:
+        for running in list(batch):
+            if running in self._running:
+                self._retire(running)
+        self._notify_failed(batch, exc)
+
+    def _notify_failed(self, batch: list[_Running], exc: BaseException) -> None:
+        now = self.clock()
+        for running in batch:
+            _call(running.request.sink.failed, exc, now)
+
+
+def _call(callback: Callable[..., None], *args: Any) -> None:
+    """Call a sink; a sink's failure is logged, never allowed to stop the loop."""
+    try:
+        callback(*args)
+    except Exception:
+        logger.exception("job sink %s failed", getattr(callback, "__qualname__", callback))

@@ -1,0 +1,248 @@
+"""The worker process's long-lived parts, wired: engine + scheduler thread + publisher + heartbeat.
+
+`WorkerService.run_job` is what a Celery task calls (tasks.py stays thin): it parses the job, reads
+what earlier attempts left in the job's log, hands the job to the scheduler and waits until its last
+event is in Redis. The task returns (and Celery acks the message) only then, so a worker that dies
+before that point leaves the message to be redelivered (docs/queue.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Collection
+from typing import Any
+
+import redis as redis_lib
+from pydantic import ValidationError
+
+from . import keys
+from .errors import InvalidJob
+from .publisher import JobPublisher, Publisher
+from .scheduler import Request, Scheduler, StepLike
+from .schemas import Event, Job, Timings, TokenLogprob, Usage
+from .settings import Settings
+from .streams import log_state, read_log
+
+logger = logging.getLogger(__name__)
+
+FINISH_REASONS = ("stop", "length", "cancelled")
+
+
+def encode_job(job: Job, tokenizer: Any) -> list[int]:
+    """The job's prompt ids, encoded exactly as `orcd run` encodes the same inputs."""
+    from gpu.runner import encode_prompt
+
+    if job.prompt is not None:
+        return encode_prompt(tokenizer, job.prompt, chat=job.chat, system=job.system)
+    messages = [m.model_dump() for m in job.messages or ()]
+    ids = tokenizer.encode(tokenizer.render_chat(messages, add_generation_prompt=True),
+                           add_special=True, parse_special=True)
+    bos = getattr(tokenizer, "bos_id", None)
+    return ids[1:] if bos is not None and len(ids) >= 2 and ids[0] == ids[1] == bos else ids
+
+
+class JobRun:
+    """The scheduler's sink for one job attempt: timings, usage, and calls into its JobPublisher."""
+
+    def __init__(self, service: WorkerService, job: Job, publisher: JobPublisher, *, attempt: int,
+                 prompt_tokens: int) -> None:
+        self.service, self.job, self.jp = service, job, publisher
+        self.attempt, self.prompt_tokens = attempt, prompt_tokens
+        self.admitted_at: float | None = None
+        self.first_token_at: float | None = None
+        self.error: str | None = None
+
+    def _ms(self, t: float | None) -> float:
+        return round(((t if t is not None else time.time()) - self.job.created_at) * 1000.0, 3)
+
+    def started(self, now: float) -> None:
+        self.admitted_at = now
+        self.service.publisher.call(functools.partial(self.jp.started, self.service.name, self._ms(now),
+                                                      self.attempt, now))
+
+    def step(self, result: StepLike, now: float) -> None:
+        if result.token_id is not None and self.first_token_at is None:
+            self.first_token_at = now
+        self.error = getattr(result, "error", None) or self.error
+        lp = result.logprobs
+        logprob = None if lp is None else TokenLogprob(token_id=lp.token_id, logprob=lp.logprob,
+                                                       top=[tuple(pair) for pair in lp.top])
+        self.service.publisher.call(functools.partial(self.jp.token, result.token_id, result.text,
+                                                      logprob, now))
+
+    def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
+        if finish_reason not in FINISH_REASONS:
+            self.failed(RuntimeError(self.error or f"generation ended with {finish_reason!r}"), now,
+                        error_type="GenerationError")
+            return
+        usage = Usage(prompt_tokens=self.prompt_tokens if self.admitted_at else 0,
+                      completion_tokens=completion_tokens)
+        timings = None
+        if self.admitted_at is not None:
+            first = self.first_token_at or now
+            timings = Timings(queue_ms=self._ms(self.admitted_at), ttft_ms=self._ms(first),
+                              total_ms=self._ms(now),
+                              decode_tok_s=round((completion_tokens - 1) / (now - first), 3)
+                              if completion_tokens > 1 and now > first else 0.0)
+        self.service.publisher.call(functools.partial(self.jp.done, finish_reason, usage, timings, now))
+
+    def failed(self, exc: BaseException, now: float, error_type: str | None = None) -> None:
+        logger.warning("job %s failed: %s: %s", self.job.id, type(exc).__name__, exc)
+        self.service.publisher.call(functools.partial(self.jp.error, error_type or type(exc).__name__,
+                                                      str(exc), now))
+
+
+class WorkerService:
+    """One worker's engine, scheduler, publisher and heartbeat; `run_job` serves one job."""
+
+    def __init__(self, settings: Settings, client: redis_lib.Redis, engine: Any, tokenizer: Any, *,
+                 name: str | None = None) -> None:
+        self.settings, self.client, self.engine, self.tokenizer = settings, client, engine, tokenizer
+        self.name = name or settings.worker_name or default_worker_name(settings)
+        self.publisher = Publisher(client, chunk_tokens=settings.chunk_tokens, chunk_ms=settings.chunk_ms,
+                                   live_ttl_s=int(settings.job_timeout_s + settings.result_ttl_s),
+                                   result_ttl_s=settings.result_ttl_s)
+        self.scheduler = Scheduler(engine, cancelled=self._cancelled,
+                                   step_delay_s=settings.step_delay_ms / 1000.0)
+        self.scheduler.start()
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="orcd-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    @classmethod
+    def load(cls, settings: Settings, client: redis_lib.Redis, *, name: str | None = None) -> WorkerService:
+        """Load the settings' model (tokenizer, then engine) and start serving threads."""
+        from gguf_loader.assets import resolve_model
+        from gpu.engine import load_engine
+        from tokenizer import load_tokenizer
+
+        path = resolve_model(settings.model)
+        tokenizer = load_tokenizer(path)
+        engine = load_engine(path, backend=settings.backend, max_batch=settings.max_batch,
+                             max_context=settings.max_context, device=0)
+        logger.info("worker loaded %s on %s (max_batch %d, max_context %d)", path, engine.backend,
+                    engine.max_batch, engine.max_context)
+        return cls(settings, client, engine, tokenizer, name=name)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.scheduler.stop()
+        self.publisher.close()
+        try:
+            self.client.delete(keys.worker(self.name))
+        except redis_lib.RedisError:
+            logger.warning("worker %s: could not remove its heartbeat key", self.name)
+
+    # ---- one job
+
+    def run_job(self, payload: Any) -> dict[str, Any]:
+        """Run one job to its end (blocking); returns a summary. Never raises for a bad job."""
+        job_id = payload.get("id") if isinstance(payload, dict) else None
+        if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
+            logger.error("dropping a job without a usable id: %.200r", payload)
+            return {"job_id": None, "status": "dropped"}
+        state = log_state(read_log(self.client, job_id))
+        if state.ended:
+            logger.info("job %s already ended (redelivered after its end); nothing to do", job_id)
+            return {"job_id": job_id, "status": "already-ended"}
+        ended = threading.Event()
+        outcome: dict[str, Any] = {"job_id": job_id}
+
+        def on_end(event: Event) -> None:
+            outcome["status"] = event.type
+            ended.set()
+
+        jp = self.publisher.open(job_id, next_seq=state.last_seq + 1, skip_tokens=state.tokens_done,
+                                 on_end=on_end)
+        if state.started:
+            logger.warning("job %s redelivered (attempt %d): %d tokens already published, seq %d",
+                           job_id, state.started + 1, state.tokens_done, state.last_seq)
+        self._submit(payload, jp, attempt=state.started + 1)
+        if not ended.wait(self.settings.job_timeout_s + 10.0):
+            logger.error("job %s: no end after %.0f s", job_id, self.settings.job_timeout_s + 10.0)
+            outcome["status"] = "lost"
+        return outcome
+
+    def _submit(self, payload: dict, jp: JobPublisher, *, attempt: int) -> None:
+        now = time.time()
+        try:
+            job = Job.model_validate(payload)
+            if job.model is not None and keys.model_name(job.model) != self.settings.model_name:
+                raise InvalidJob(f"job {job.id} is for model {job.model!r}; this worker serves "
+                                 f"{self.settings.model_name!r}")
+            prompt_ids = encode_job(job, self.tokenizer)
+        except Exception as exc:  # bad input of any kind ends this job only
+            error_type = "InvalidJob" if isinstance(exc, ValidationError) else type(exc).__name__
+            logger.warning("job %s rejected: %s", jp.job_id, exc)
+            self.publisher.call(functools.partial(jp.error, error_type, str(exc), now))
+            return
+        if self.client.exists(keys.job_cancel(job.id)):
+            logger.info("job %s cancelled before it started", job.id)
+            usage = Usage(prompt_tokens=0, completion_tokens=0)
+            self.publisher.call(functools.partial(jp.done, "cancelled", usage, None, now))
+            return
+        run = JobRun(self, job, jp, attempt=attempt, prompt_tokens=len(prompt_ids))
+        deadline = now + self.settings.job_timeout_s
+        if job.deadline is not None:
+            deadline = min(deadline, job.deadline)
+        params = job.params if job.params.seed is not None else job.params.model_copy(
+            update={"seed": job_seed(job.id)})
+        self.scheduler.submit(Request(
+            job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
+            new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
+                                             self.engine.max_context),
+            priority=job.priority, deadline=deadline))
+
+    def _cancelled(self, job_ids: Collection[str]) -> set[str]:
+        ids = list(job_ids)
+        flags = self.client.mget([keys.job_cancel(i) for i in ids])
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
+
+    # ---- liveness
+
+    def heartbeat(self) -> dict[str, Any]:
+        info = {"name": self.name, "model": self.settings.model_name, "model_path": str(self.settings.model),
+                "queue": self.settings.queue_name, "gpu": self.settings.gpu, "backend": self.engine.backend,
+                "max_batch": self.engine.max_batch, "max_context": self.engine.max_context,
+                "active": self.scheduler.n_running, "queued": self.scheduler.n_waiting,
+                "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
+                "ts": time.time()}
+        memory = getattr(self.engine, "memory_info", None)
+        if callable(memory):
+            free, total = memory()
+            info.update(free_vram=free, total_vram=total)
+        return info
+
+    def _beat(self) -> None:
+        ttl = max(1, int(3 * self.settings.heartbeat_s))
+        while not self._stop.is_set():
+            try:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(keys.worker(self.name), mapping={k: str(v) for k, v in self.heartbeat().items()})
+                pipe.expire(keys.worker(self.name), ttl)
+                pipe.execute()
+            except redis_lib.RedisError as exc:
+                logger.warning("worker %s: heartbeat failed: %s", self.name, exc)
+            self._stop.wait(self.settings.heartbeat_s)
+
+
+def _new_generation(prompt_ids: list[int], params: Any, tokenizer: Any, max_context: int) -> Any:
+    from gpu.generation import Generation
+
+    return Generation(prompt_ids, params, tokenizer, max_context=max_context)
+
+
+def job_seed(job_id: str) -> int:
+    """The seed of a job submitted without one: fixed by its id, so a redelivered run reproduces it."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:6], "big")
+
+
+def default_worker_name(settings: Settings) -> str:
+    return f"{settings.model_name}-gpu{settings.gpu}@{socket.gethostname()}-{os.getpid()}"

@@ -1,0 +1,198 @@
+"""A job's events in Redis: appended to a Stream (the replay log) and published on a channel (live).
+
+Writing: each event is XADDed with the explicit stream id ``0-<seq>``, so Redis itself refuses a seq
+that is already there (a re-run after a crash re-sends nothing twice), and only an event that was
+appended is then PUBLISHed. Reading: `follow` subscribes first, replays the log after the reader's
+last seq, then follows the channel; an event whose seq is not the next one is either a duplicate
+(dropped) or reveals a gap (filled from the log, which always holds every published event, because
+the XADD precedes the PUBLISH). The channel is a shortcut; the log is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+import redis as redis_lib
+
+from . import keys
+from .errors import JobNotFound, JobTimeout
+from .schemas import TERMINAL, Event, Tokens, parse_event
+
+logger = logging.getLogger(__name__)
+
+_STATUS = {"queued": "queued", "started": "running", "error": "error"}
+
+
+def stream_id(seq: int) -> str:
+    return f"0-{seq}"
+
+
+def _is_duplicate(result: object) -> bool:
+    return isinstance(result, redis_lib.ResponseError) and "equal or smaller" in str(result)
+
+
+def append_events(client: redis_lib.Redis, events: Sequence[Event], *, live_ttl_s: int,
+                  result_ttl_s: int) -> list[bool]:
+    """Append `events` (in seq order per job) and publish those that were new; True per new event.
+
+    Two round trips: the XADDs, then PUBLISH + job-status updates + TTLs for what was appended.
+    A job's records expire `result_ttl_s` after its terminal event, `live_ttl_s` after any other.
+    """
+    pipe = client.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(keys.job_events(event.job_id), {"data": event.model_dump_json()}, id=stream_id(event.seq))
+    results = pipe.execute(raise_on_error=False)
+    appended: list[bool] = []
+    for result in results:
+        if isinstance(result, Exception) and not _is_duplicate(result):
+            raise result
+        appended.append(not isinstance(result, Exception))
+    pipe = client.pipeline(transaction=False)
+    for event, new in zip(events, appended, strict=True):
+        if not new:
+            logger.info("job %s: seq %d already in the log, not re-sent", event.job_id, event.seq)
+            continue
+        pipe.publish(keys.job_channel(event.job_id), event.model_dump_json())
+        meta = keys.job_meta(event.job_id)
+        status = _STATUS.get(event.type)
+        if event.type == "done":
+            status = "cancelled" if event.finish_reason == "cancelled" else "done"
+        if status:
+            pipe.hset(meta, mapping={"status": status, f"{event.type}_at": event.ts})
+        if event.type == "started":
+            pipe.hset(meta, "worker", event.worker)
+        ttl = result_ttl_s if event.type in TERMINAL else live_ttl_s
+        for key in (keys.job_events(event.job_id), meta, keys.job_cancel(event.job_id)):
+            pipe.expire(key, ttl)
+    pipe.execute()
+    return appended
+
+
+def read_log(client: redis_lib.Redis, job_id: str, after: int = 0) -> list[Event]:
+    """The job's events with seq > `after`, in order."""
+    entries = client.xrange(keys.job_events(job_id), min=stream_id(after + 1))
+    return [parse_event(fields[b"data" if b"data" in fields else "data"]) for _id, fields in entries]
+
+
+@dataclass(frozen=True)
+class LogState:
+    """What earlier attempts of a job left in its log."""
+
+    last_seq: int = 0
+    tokens_done: int = 0
+    ended: bool = False
+    started: int = 0  # attempts that published `started`
+
+
+def log_state(events: Sequence[Event]) -> LogState:
+    last_seq, tokens_done, ended, started = 0, 0, False, 0
+    for event in events:
+        last_seq = event.seq
+        if isinstance(event, Tokens):
+            tokens_done = event.index + len(event.ids)
+        ended = ended or event.type in TERMINAL
+        started += event.type == "started"
+    return LogState(last_seq, tokens_done, ended, started)
+
+
+class SeqTracker:
+    """Orders one job's events for a reader: passes seq last+1, drops duplicates, reports gaps."""
+
+    def __init__(self, after: int = 0) -> None:
+        self.last = after
+        self.ended = False
+
+    def accept(self, event: Event) -> str:
+        """"next" (deliver it), "duplicate" (drop it) or "gap" (read the log first)."""
+        if event.seq <= self.last:
+            return "duplicate"
+        if event.seq > self.last + 1:
+            return "gap"
+        self.last = event.seq
+        self.ended = event.type in TERMINAL
+        return "next"
+
+
+def _accepted(tracker: SeqTracker, events: Sequence[Event]) -> list[Event]:
+    return [event for event in events if not tracker.ended and tracker.accept(event) == "next"]
+
+
+def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: float | None = None,
+           poll_s: float = 1.0) -> Iterator[Event]:
+    """Every event of the job with seq > `after`, once each and in order, until done/error.
+
+    Raises `JobNotFound` when the job has no log and no record, `JobTimeout` after `timeout_s`
+    without a new event. The log is re-read every `poll_s` without news, so a dropped pub/sub
+    connection costs latency, never events.
+    """
+    tracker = SeqTracker(after)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_channel(job_id))
+    try:
+        backlog = read_log(client, job_id, after)
+        if not backlog and after == 0 and not client.exists(keys.job_meta(job_id)):
+            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        yield from _accepted(tracker, backlog)
+        last_news = time.monotonic()
+        while not tracker.ended:
+            message = pubsub.get_message(timeout=poll_s)
+            fresh: list[Event] = []
+            if message is not None and message["type"] == "message":
+                event = parse_event(message["data"])
+                verdict = tracker.accept(event)
+                if verdict == "next":
+                    fresh = [event]
+                elif verdict == "gap":
+                    fresh = _accepted(tracker, read_log(client, job_id, tracker.last))
+            elif message is None:
+                fresh = _accepted(tracker, read_log(client, job_id, tracker.last))
+            if fresh:
+                last_news = time.monotonic()
+                yield from fresh
+            elif timeout_s is not None and time.monotonic() - last_news > timeout_s:
+                raise JobTimeout(f"job {job_id}: no event for {timeout_s:g} s after seq {tracker.last}")
+    finally:
+        pubsub.close()
+
+
+async def _aread_log(client, job_id: str, after: int) -> list[Event]:
+    entries = await client.xrange(keys.job_events(job_id), min=stream_id(after + 1))
+    return [parse_event(fields[b"data" if b"data" in fields else "data"]) for _id, fields in entries]
+
+
+async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | None = None,
+                  poll_s: float = 1.0) -> AsyncIterator[Event]:
+    """`follow` for a ``redis.asyncio.Redis`` client."""
+    tracker = SeqTracker(after)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.job_channel(job_id))
+    try:
+        backlog = await _aread_log(client, job_id, after)
+        if not backlog and after == 0 and not await client.exists(keys.job_meta(job_id)):
+            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        for event in _accepted(tracker, backlog):
+            yield event
+        last_news = time.monotonic()
+        while not tracker.ended:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s)
+            fresh: list[Event] = []
+            if message is not None and message["type"] == "message":
+                event = parse_event(message["data"])
+                verdict = tracker.accept(event)
+                if verdict == "next":
+                    fresh = [event]
+                elif verdict == "gap":
+                    fresh = _accepted(tracker, await _aread_log(client, job_id, tracker.last))
+            elif message is None:
+                fresh = _accepted(tracker, await _aread_log(client, job_id, tracker.last))
+            if fresh:
+                last_news = time.monotonic()
+                for event in fresh:
+                    yield event
+            elif timeout_s is not None and time.monotonic() - last_news > timeout_s:
+                raise JobTimeout(f"job {job_id}: no event for {timeout_s:g} s after seq {tracker.last}")
+    finally:
+        await pubsub.aclose()
