@@ -1,0 +1,54 @@
+// Shared device helpers: the operand type (f16, or bf16 with -DUSE_BF16), conversions, warp reductions.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#ifdef USE_BF16
+typedef __nv_bfloat16 dtype;
+typedef __nv_bfloat162 dtype2;
+__device__ __forceinline__ float to_f32(dtype x) { return __bfloat162float(x); }
+__device__ __forceinline__ dtype from_f32(float x) { return __float2bfloat16(x); }
+__device__ __forceinline__ float2 to_f32x2(dtype2 x) { return __bfloat1622float2(x); }
+#else
+typedef __half dtype;
+typedef __half2 dtype2;
+__device__ __forceinline__ float to_f32(dtype x) { return __half2float(x); }
+__device__ __forceinline__ dtype from_f32(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ float2 to_f32x2(dtype2 x) { return __half22float2(x); }
+#endif
+
+// Eight operands packed in 16 bytes -> eight floats.
+__device__ __forceinline__ void unpack8(const uint4 &u, float f[8]) {
+    const dtype2 *h = reinterpret_cast<const dtype2 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float2 v = to_f32x2(h[i]);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  // partial[] may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}

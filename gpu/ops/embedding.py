@@ -1,0 +1,21 @@
+"""embedding.cu: rows of the token table (plus learned positions) into the f32 residual stream."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime import Runtime, ptr
+from . import check
+
+
+def embedding(rt: Runtime, out, ids, table, pos, pos_table=None) -> None:
+    """out [n, dim] f32 = table[ids] (+ pos_table[pos]); ids, pos [n] int32 on the device."""
+    n, dim = out.shape
+    check(out, "out", np.float32, (n, dim))
+    check(ids, "ids", np.int32, (n,))
+    check(pos, "pos", np.int32, (n,))
+    check(table, "table", rt.operand, (-1, dim))
+    if pos_table is not None:
+        check(pos_table, "pos_table", rt.operand, (-1, dim))
+    fn = rt.kernel("embedding", "PPPPPi")
+    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(ids), ptr(table), ptr(pos), ptr(pos_table), dim)

@@ -1,0 +1,17 @@
+"""swiglu.cu: silu(gate) * up from a fused gate|up projection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..runtime import Runtime, ptr
+from . import check
+
+
+def swiglu(rt: Runtime, out, gate_up) -> None:
+    """out [n, hidden] operand = silu(gate_up[:, :hidden]) * gate_up[:, hidden:]; gate_up f32."""
+    n, hidden = out.shape
+    check(out, "out", rt.operand, (n, hidden))
+    check(gate_up, "gate_up", np.float32, (n, 2 * hidden))
+    fn = rt.kernel("swiglu", "PPi")
+    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(gate_up), hidden)

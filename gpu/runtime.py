@@ -1,0 +1,150 @@
+"""The CUDA runtime of one engine: its context, compiled kernels, stream and device memory.
+
+One `Runtime` per engine, owned by the thread that drives it (`activate()` makes its context current
+on another thread). Kernels come from `gpu/kernels/<name>.cu`, compiled by PyCUDA's `SourceModule` for
+the device's own arch with nvcc's cache, one module per (kernel, -D defines), and are launched as
+prepared calls on the runtime's stream. Every allocation is counted by purpose ("weights",
+"kv_cache", "scratch", ...). Imports PyCUDA: only the CUDA backend imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pycuda.driver as cuda
+from pycuda import gpuarray
+from pycuda.compiler import SourceModule
+
+from .errors import BackendUnavailable, OutOfMemory
+
+logger = logging.getLogger(__name__)
+
+KERNEL_DIR = Path(__file__).parent / "kernels"
+GIB = 1024**3
+# numpy storage of the operand type: bf16 has no numpy dtype, so it travels as its raw 16 bits
+OPERAND_DTYPES = {"f16": np.dtype(np.float16), "bf16": np.dtype(np.uint16)}
+
+
+def device_count() -> int:
+    cuda.init()
+    return cuda.Device.count()
+
+
+class Runtime:
+    """Context, stream, kernel cache and accounted allocations on one device."""
+
+    def __init__(self, device: int = 0, dtype: str = "f16"):
+        if dtype not in OPERAND_DTYPES:
+            raise BackendUnavailable(f"operand dtype {dtype!r} not in {sorted(OPERAND_DTYPES)}")
+        cuda.init()
+        if not 0 <= device < cuda.Device.count():
+            raise BackendUnavailable(f"CUDA device {device} does not exist ({cuda.Device.count()} found)")
+        self.device = cuda.Device(device)
+        self.context = self.device.make_context()  # current on the creating thread
+        self.stream = cuda.Stream()
+        major, minor = self.device.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self.name = self.device.name()
+        self.n_sm = self.device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+        self.dtype = dtype
+        self.operand = OPERAND_DTYPES[dtype]
+        self.allocated: dict[str, int] = defaultdict(int)  # purpose -> bytes
+        self._functions: dict[tuple, cuda.Function] = {}
+        logger.info("CUDA device %d: %s (%s, %d SMs), operands %s", device, self.name, self.arch,
+                    self.n_sm, dtype)
+
+    # --- kernels ---------------------------------------------------------------------------------
+    def kernel(self, name: str, arg_types: str, **defines: int) -> cuda.Function:
+        """The prepared `__global__ name` of kernels/<name>.cu built with `-D KEY=value` defines."""
+        key = (name, arg_types, tuple(sorted(defines.items())))
+        fn = self._functions.get(key)
+        if fn is None:
+            options = [f"-D{k}={v}" for k, v in sorted(defines.items())]
+            if self.dtype == "bf16":
+                options.append("-DUSE_BF16")
+            source = (KERNEL_DIR / f"{name}.cu").read_text()
+            module = SourceModule(source, options=options, arch=self.arch, no_extern_c=True,
+                                  include_dirs=[str(KERNEL_DIR)])
+            fn = module.get_function(name)
+            fn.prepare(arg_types)
+            self._functions[key] = fn
+        return fn
+
+    def launch(self, fn: cuda.Function, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+        fn.prepared_async_call(grid, block, self.stream, *args)
+
+    # --- memory ----------------------------------------------------------------------------------
+    def mem_info(self) -> tuple[int, int]:
+        """(free, total) bytes on the device."""
+        return cuda.mem_get_info()
+
+    def check_fits(self, nbytes: int, what: str) -> None:
+        """Refuse before allocating when `nbytes` exceed the device's free memory."""
+        free, _ = self.mem_info()
+        if nbytes > free:
+            raise OutOfMemory(
+                f"{what} needs {nbytes / GIB:.2f} GiB, {free / GIB:.2f} GiB free on {self.name}"
+            )
+
+    def empty(self, shape: tuple[int, ...] | int, dtype, purpose: str) -> gpuarray.GPUArray:
+        """An uninitialised device array, counted under `purpose`."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+
+        def allocate(n: int):
+            try:
+                return cuda.mem_alloc(n)
+            except cuda.MemoryError as exc:
+                free, _ = self.mem_info()
+                raise OutOfMemory(
+                    f"{purpose}: needs {n / GIB:.3f} GiB more, {free / GIB:.2f} GiB free on {self.name}"
+                ) from exc
+
+        arr = gpuarray.GPUArray(shape, dtype, allocator=allocate)
+        self.allocated[purpose] += nbytes
+        return arr
+
+    def to_device(self, host: np.ndarray, purpose: str) -> gpuarray.GPUArray:
+        """A device copy of `host` (synchronous), counted under `purpose`."""
+        host = np.ascontiguousarray(host)
+        arr = self.empty(host.shape, host.dtype, purpose)
+        cuda.memcpy_htod(arr.gpudata, host)
+        return arr
+
+    def memory_report(self) -> str:
+        parts = ", ".join(f"{k} {v / GIB:.3f} GiB" for k, v in sorted(self.allocated.items()))
+        return f"{sum(self.allocated.values()) / GIB:.3f} GiB allocated ({parts})"
+
+    # --- context ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """Make this runtime's context current for the block (a no-op on the owning thread)."""
+        if cuda.Context.get_current() == self.context:
+            yield
+            return
+        self.context.push()
+        try:
+            yield
+        finally:
+            cuda.Context.pop()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def close(self) -> None:
+        """Free the context (and with it every allocation of this runtime)."""
+        with self.activate():
+            self.stream.synchronize()
+        self._functions.clear()
+        self.context.detach()
+        self.allocated.clear()
+
+
+def ptr(arr: gpuarray.GPUArray | None) -> int:
+    """Device address of an array (0 for None, the kernels' null)."""
+    return 0 if arr is None else int(arr.gpudata)
