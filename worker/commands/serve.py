@@ -1,0 +1,37 @@
+"""`orcd serve`: the HTTP gateway (SSE, OpenAI-compatible API, playground) in front of the queue."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the HTTP gateway (POST /execute, /v1/*, playground at /)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; ORCD_GATEWAY_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000; ORCD_GATEWAY_PORT)")
+    p.add_argument("--redis-url", default=None, help="the queue's Redis (ORCD_GATEWAY_REDIS_URL)")
+    p.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413")
+    p.add_argument("--keepalive-s", type=float, default=None, help="SSE keep-alive comment interval")
+    p.add_argument("--no-cancel-on-disconnect", dest="cancel_on_disconnect", action="store_false",
+                   default=None,
+                   help="keep a job running when its streaming client goes away")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from worker.client import Client
+    from worker.gateway import create_app
+    from worker.gateway_redis import RedisBackend
+    from worker.gateway_settings import GatewaySettings
+
+    overrides = {k: getattr(args, k) for k in ("host", "port", "redis_url", "max_body_bytes", "keepalive_s",
+                                                "cancel_on_disconnect")}
+    settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    backend = RedisBackend(Client(settings.redis_url), retry_after_s=settings.retry_after_s)
+    app = create_app(backend, settings)
+    print(f"orcd serve: http://{settings.host}:{settings.port}/ (queue at {settings.redis_url})", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning",
+                timeout_graceful_shutdown=5)
+    return 0
