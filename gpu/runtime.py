@@ -145,6 +145,21 @@ class Runtime:
         self.allocated.clear()
 
 
+def to_operand(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values -> the operand type's numpy storage (bf16: round to nearest even, as raw bits)."""
+    if dtype == "f16":
+        return np.asarray(x, dtype=np.float16)
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+
+
+def from_operand(x: np.ndarray, dtype: str) -> np.ndarray:
+    """The operand type's numpy storage -> float32."""
+    if dtype == "f16":
+        return np.asarray(x, dtype=np.float32)
+    return (np.asarray(x, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 def ptr(arr: gpuarray.GPUArray | None) -> int:
     """Device address of an array (0 for None, the kernels' null)."""
     return 0 if arr is None else int(arr.gpudata)

@@ -1,0 +1,247 @@
+"""Each CUDA kernel against its numpy twin in gpu.reference, on fresh random inputs (odd sizes too).
+
+Inputs are rounded to the operand type first and the twin runs in float32 on those same values, so
+what is compared is the kernel's arithmetic (f32 accumulation, output rounding): relative error
+||out - ref|| / ||ref|| <= 1e-2 for f16/bf16 outputs, 1e-4 for f32 outputs of f32 inputs. Outputs are
+poisoned with NaN before each launch, so an element the kernel forgot to write fails the test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gpu import reference as ref
+
+pytestmark = pytest.mark.cuda
+
+NAN_BITS = {"f16": 0x7E00, "bf16": 0x7FC0}
+
+
+@pytest.fixture(scope="module", params=["f16", "bf16"])
+def rt(request):
+    from gpu.runtime import Runtime
+
+    runtime = Runtime(0, request.param)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def rng():
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"seed {seed}")  # shown on failure: the draw can be replayed
+    return np.random.default_rng(seed)
+
+
+def rel_err(out, want) -> float:
+    assert np.isfinite(out).all(), "NaN/inf in output: an element was not written"
+    return float(np.linalg.norm(out.astype(np.float64) - want) / np.linalg.norm(want))
+
+
+def operand(rt, x):
+    """Round f32 values to the operand type: (device array, the rounded values as f32)."""
+    from gpu.runtime import from_operand, to_operand
+
+    stored = to_operand(x, rt.dtype)
+    return rt.to_device(stored, "test"), from_operand(stored, rt.dtype)
+
+
+def f32(rt, x):
+    return rt.to_device(np.asarray(x, dtype=np.float32), "test")
+
+
+def empty(rt, shape, dtype=None):
+    """A poisoned (NaN) device array of the operand type (dtype None) or float32."""
+    import pycuda.driver as cuda
+
+    if dtype is None:
+        arr = rt.empty(shape, rt.operand, "test")
+        cuda.memset_d16(arr.gpudata, NAN_BITS[rt.dtype], arr.size)
+    else:
+        arr = rt.empty(shape, np.float32, "test")
+        cuda.memset_d32(arr.gpudata, 0x7FC00000, arr.size)
+    return arr
+
+
+def get(rt, arr):
+    from gpu.runtime import from_operand
+
+    rt.synchronize()
+    host = arr.get()
+    return from_operand(host, rt.dtype) if host.dtype == rt.operand else host
+
+
+def ints(rt, values):
+    return rt.to_device(np.asarray(values, dtype=np.int32), "test")
+
+
+def test_embedding(rt, rng):
+    from gpu.ops.embedding import embedding
+
+    vocab, dim, n = 1003, 77, 9
+    table, table_f = operand(rt, rng.standard_normal((vocab, dim)).astype(np.float32))
+    pos_table, pos_f = operand(rt, rng.standard_normal((64, dim)).astype(np.float32))
+    ids = rng.integers(0, vocab, n)
+    pos = rng.integers(0, 64, n)
+    out = empty(rt, (n, dim), np.float32)
+    embedding(rt, out, ints(rt, ids), table, ints(rt, pos), pos_table)
+    want = ref.add(ref.embedding(table_f, ids), pos_f[pos])
+    assert rel_err(get(rt, out), want) <= 1e-6
+    embedding(rt, out, ints(rt, ids), table, ints(rt, pos), None)
+    assert rel_err(get(rt, out), ref.embedding(table_f, ids)) <= 1e-6
+
+
+@pytest.mark.parametrize(("n", "dim"), [(1, 64), (5, 333), (3, 3072)])
+def test_rmsnorm(rt, rng, n, dim):
+    from gpu.ops.rmsnorm import rmsnorm
+
+    x = (rng.standard_normal((n, dim)) * 3).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+    out = empty(rt, (n, dim))
+    rmsnorm(rt, out, f32(rt, x), f32(rt, w), 1e-5)
+    assert rel_err(get(rt, out), ref.rmsnorm(x, w, 1e-5)) <= 1e-2
+
+
+@pytest.mark.parametrize(("n", "dim"), [(1, 64), (5, 333)])
+def test_layernorm(rt, rng, n, dim):
+    from gpu.ops.layernorm import layernorm
+
+    x = (rng.standard_normal((n, dim)) * 3 + 1).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(dim)).astype(np.float32)
+    out = empty(rt, (n, dim))
+    layernorm(rt, out, f32(rt, x), f32(rt, w), f32(rt, b), 1e-5)
+    assert rel_err(get(rt, out), ref.layernorm(x, w, b, 1e-5)) <= 1e-2
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k"),
+    [(1, 1001, 776), (3, 517, 4864), (8, 96, 8), (9, 517, 1000), (33, 1000, 896), (64, 130, 4096),
+     (300, 517, 264), (1024, 2304, 256)],
+)
+@pytest.mark.parametrize("mode", ["plain", "bias+accumulate"])
+def test_linear(rt, rng, m, n, k, mode):
+    from gpu.ops.linear import linear
+
+    x, x_f = operand(rt, rng.standard_normal((m, k)).astype(np.float32))
+    w, w_f = operand(rt, (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32))
+    if mode == "plain":
+        y = empty(rt, (m, n), np.float32)
+        linear(rt, y, x, w)
+        want = ref.linear(x_f, w_f)
+    else:
+        bias = rng.standard_normal(n).astype(np.float32)
+        resid = rng.standard_normal((m, n)).astype(np.float32)
+        y = f32(rt, resid)
+        linear(rt, y, x, w, f32(rt, bias), accumulate=True)
+        want = ref.add(resid, ref.linear(x_f, w_f, bias))
+    assert rel_err(get(rt, y), want) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("rope", "head_dim", "rope_dim", "factors"),
+    [("normal", 64, 64, False), ("neox", 64, 64, False), ("neox", 96, 96, True), ("neox", 64, 32, False),
+     ("normal", 64, 32, False), ("none", 64, 0, False)],
+)
+def test_rope_kv(rt, rng, rope, head_dim, rope_dim, factors):
+    from gpu.ops.rope_kv import rope_kv
+
+    n, n_heads, n_kv, n_slots, max_ctx = 5, 6, 2, 3, 300
+    qkv = rng.standard_normal((n, (n_heads + 2 * n_kv) * head_dim)).astype(np.float32)
+    slots = rng.permutation(np.repeat(np.arange(n_slots), 2))[:n]
+    pos = rng.choice(max_ctx, n, replace=False)
+    ff = (1 + 3 * rng.random(rope_dim // 2)).astype(np.float32) if factors else None
+    attn_factor = 1.19 if factors else 1.0
+    q_out = empty(rt, (n, n_heads, head_dim))
+    kc, vc = empty(rt, (n_slots, n_kv, max_ctx, head_dim)), empty(rt, (n_slots, n_kv, max_ctx, head_dim))
+    rope_kv(rt, q_out, kc, vc, f32(rt, qkv), ints(rt, slots), ints(rt, pos), rope=rope, rope_dim=rope_dim,
+            theta=10000.0, freq_factors=None if ff is None else f32(rt, ff), attn_factor=attn_factor)
+    q = qkv[:, : n_heads * head_dim].reshape(n, n_heads, head_dim)
+    k = qkv[:, n_heads * head_dim : (n_heads + n_kv) * head_dim].reshape(n, n_kv, head_dim)
+    v = qkv[:, (n_heads + n_kv) * head_dim :].reshape(n, n_kv, head_dim)
+    if rope != "none":
+        cos, sin = ref.rope_cos_sin(pos, ref.rope_inv_freq(rope_dim, 10000.0, ff), attn_factor)
+        fn = ref.rope_neox if rope == "neox" else ref.rope_normal
+        q, k = fn(q, cos, sin), fn(k, cos, sin)
+    assert rel_err(get(rt, q_out), q) <= 1e-2
+    kh, vh = get(rt, kc), get(rt, vc)
+    assert rel_err(kh[slots, :, pos], k) <= 1e-2
+    assert rel_err(vh[slots, :, pos], v) <= 1e-2
+
+
+def _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim):
+    k, k_f = operand(rt, rng.standard_normal((n_slots, n_kv, max_ctx, head_dim)).astype(np.float32))
+    v, v_f = operand(rt, rng.standard_normal((n_slots, n_kv, max_ctx, head_dim)).astype(np.float32))
+    return k, k_f, v, v_f
+
+
+@pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 14, 2), (96, 8, 8), (128, 4, 1)])
+def test_attention_decode(rt, rng, head_dim, n_heads, n_kv):
+    from gpu.ops.attention_decode import attention_decode, n_splits
+
+    n, n_slots, max_ctx = 4, 5, 700
+    kc, k_f, vc, v_f = _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim)
+    q, q_f = operand(rt, rng.standard_normal((n, n_heads, head_dim)).astype(np.float32))
+    slots = rng.choice(n_slots, n, replace=False)
+    pos = np.array([0, 255, 256, max_ctx - 1])[rng.permutation(n)]
+    s = n_splits(max_ctx)
+    out = empty(rt, (n, n_heads * head_dim))
+    part_out = empty(rt, (n, n_heads, s, head_dim), np.float32)
+    part_ml = empty(rt, (n, n_heads, s, 2), np.float32)
+    attention_decode(rt, out, q, kc, vc, ints(rt, slots), ints(rt, pos), part_out, part_ml)
+    got = get(rt, out)
+    for i in range(n):
+        want = ref.attention_decode(q_f[i], k_f[slots[i], :, : pos[i] + 1], v_f[slots[i], :, : pos[i] + 1])
+        assert rel_err(got[i], want) <= 1e-2, f"row {i} (pos {pos[i]})"
+
+
+@pytest.mark.parametrize(("t", "start"), [(1, 0), (77, 0), (45, 50), (300, 7)])
+@pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 6, 2), (96, 4, 4), (128, 4, 1)])
+def test_attention_prefill(rt, rng, t, start, head_dim, n_heads, n_kv):
+    from gpu.ops.attention_prefill import attention_prefill
+
+    n_slots, max_ctx, slot = 3, 400, 1
+    kc, k_f, vc, v_f = _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim)
+    q, q_f = operand(rt, rng.standard_normal((t, n_heads, head_dim)).astype(np.float32))
+    out = empty(rt, (t, n_heads * head_dim))
+    attention_prefill(rt, out, q, kc, vc, slot, start)
+    end = start + t
+    want = ref.attention_prefill(q_f, k_f[slot, :, :end], v_f[slot, :, :end], start)
+    assert rel_err(get(rt, out), want) <= 1e-2
+
+
+@pytest.mark.parametrize(("n", "hidden"), [(1, 64), (3, 301), (17, 4864)])
+def test_swiglu(rt, rng, n, hidden):
+    from gpu.ops.swiglu import swiglu
+
+    gu = (rng.standard_normal((n, 2 * hidden)) * 2).astype(np.float32)
+    out = empty(rt, (n, hidden))
+    swiglu(rt, out, f32(rt, gu))
+    assert rel_err(get(rt, out), ref.swiglu(gu[:, :hidden], gu[:, hidden:])) <= 1e-2
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (5, 333)])
+def test_gelu(rt, rng, shape):
+    from gpu.ops.gelu import gelu
+
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    out = empty(rt, shape)
+    gelu(rt, out, f32(rt, x))
+    assert rel_err(get(rt, out), ref.gelu(x)) <= 1e-2
+
+
+def test_launcher_rejects_bad_shapes(rt):
+    from gpu.errors import InvalidInput
+    from gpu.ops.linear import linear
+
+    x = rt.empty((2, 16), rt.operand, "test")
+    w = rt.empty((5, 16), rt.operand, "test")
+    with pytest.raises(InvalidInput, match="y: shape"):
+        linear(rt, rt.empty((2, 4), np.float32, "test"), x, w)
+    with pytest.raises(InvalidInput, match="w: dtype"):
+        linear(rt, rt.empty((2, 5), np.float32, "test"), x, rt.empty((5, 16), np.float32, "test"))
+    with pytest.raises(InvalidInput, match="not a multiple of 8"):
+        linear(rt, rt.empty((2, 5), np.float32, "test"), rt.empty((2, 12), rt.operand, "test"), w)
