@@ -1,0 +1,163 @@
+"""Generation loops over the engine API: one request (`generate`) or several at once (`generate_batch`).
+
+`generate_batch` is a small continuous batcher: requests wait until a KV slot is free, new ones are
+prefilled together, running ones decode together, and finished ones give their slot back at once.
+Each request's tokens depend only on its own prompt, parameters and seed (see gpu.sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineError, KVCacheFull
+from .generation import Generation, StepResult, TokenizerLike
+from .params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: Sequence[int]
+    params: SamplingParams
+    cancelled: Callable[[], bool] | None = None  # polled between decode steps
+
+
+@dataclass
+class Timings:
+    """Wall-clock figures of one `generate`/`generate_batch` call (seconds)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_s: float = 0.0  # engine.prefill calls, sampling included
+    decode_s: float = 0.0  # engine.decode calls, sampling included
+    ttft_s: float | None = None  # start → first token sampled
+    decode_tokens: int = 0  # tokens produced by decode calls (the first token of each comes from prefill)
+    seeds: list[int] = field(default_factory=list)
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return self.decode_tokens / self.decode_s if self.decode_s else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prefill_s": round(self.prefill_s, 6), "decode_s": round(self.decode_s, 6),
+                "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 6),
+                "prefill_tok_s": round(self.prefill_tps, 3), "decode_tok_s": round(self.decode_tps, 3)}
+
+
+def encode_prompt(tokenizer: Any, prompt: str, *, chat: bool = False, system: str | None = None) -> list[int]:
+    """Prompt ids: plain text with the model's BOS rule, or a chat rendered by the model's template
+    (special tokens in it parsed; a doubled BOS, template + tokenizer, reduced to one)."""
+    if not chat:
+        return tokenizer.encode(prompt, add_special=True, parse_special=False)
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    ids = tokenizer.encode(tokenizer.render_chat(messages, add_generation_prompt=True),
+                           add_special=True, parse_special=True)
+    bos = getattr(tokenizer, "bos_id", None)
+    if bos is not None and len(ids) >= 2 and ids[0] == ids[1] == bos:
+        ids = ids[1:]
+    return ids
+
+
+def generate(engine: Any, tokenizer: TokenizerLike, prompt_ids: Sequence[int], params: SamplingParams,
+             *, timings: Timings | None = None,
+             cancelled: Callable[[], bool] | None = None) -> Iterator[StepResult]:
+    """Stream one request's steps; the last one carries the finish reason. Engine errors propagate."""
+    generation = Generation(prompt_ids, params, tokenizer, max_context=engine.max_context)
+    for _, result in _run(engine, [(0, generation, cancelled)], [], timings):
+        yield result
+
+
+def generate_batch(engine: Any, tokenizer: TokenizerLike, requests: Sequence[GenerationRequest],
+                   *, timings: Timings | None = None) -> Iterator[tuple[int, StepResult]]:
+    """Stream ``(request index, step)`` for several requests, interleaved. A request that cannot start
+    (empty prompt, prompt filling the context) yields one ``"error"`` step; the others go on. Errors of
+    the engine itself propagate; every slot taken is freed whatever happens."""
+    ready, failed = [], []
+    for index, request in enumerate(requests):
+        try:
+            generation = Generation(request.prompt_ids, request.params, tokenizer,
+                                    max_context=engine.max_context)
+        except EngineError as exc:
+            failed.append((index, StepResult(None, "", None, "error", str(exc))))
+            continue
+        ready.append((index, generation, request.cancelled))
+    yield from _run(engine, ready, failed, timings)
+
+
+def _run(engine: Any, ready: list, failed: list,
+         timings: Timings | None) -> Iterator[tuple[int, StepResult]]:
+    t = timings if timings is not None else Timings()
+    t.seeds = [g.seed for _, g, _ in ready]
+    start = time.perf_counter()
+    yield from failed
+    waiting = deque(ready)
+    running: dict[int, tuple[int, Generation, Callable[[], bool] | None]] = {}  # slot -> request
+    try:
+        while waiting or running:
+            admitted: list[int] = []
+            while waiting and len(running) < engine.max_batch:
+                try:
+                    slot = engine.alloc()
+                except KVCacheFull:
+                    if running:
+                        break
+                    raise
+                running[slot] = waiting.popleft()
+                admitted.append(slot)
+            if admitted:
+                yield from _prefill(engine, running, admitted, t, start)
+            for slot, (index, generation, cancelled) in list(running.items()):
+                if cancelled is not None and cancelled():
+                    engine.free(slot)
+                    del running[slot]
+                    yield index, generation.cancel()
+            if running:
+                yield from _decode(engine, running, t)
+    finally:
+        for slot in running:
+            engine.free(slot)
+
+
+def _prefill(engine: Any, running: dict, slots: list[int], t: Timings,
+             start: float) -> Iterator[tuple[int, StepResult]]:
+    t0 = time.perf_counter()
+    logits = engine.prefill(slots, [running[s][1].prompt_ids for s in slots])  # [B, vocab]
+    results = [(slot, running[slot][1].step(logits[row])) for row, slot in enumerate(slots)]
+    t.prefill_s += time.perf_counter() - t0
+    t.prompt_tokens += sum(len(running[s][1].prompt_ids) for s in slots)
+    if t.ttft_s is None:
+        t.ttft_s = time.perf_counter() - start
+    yield from _retire(engine, running, results, t)
+
+
+def _decode(engine: Any, running: dict, t: Timings) -> Iterator[tuple[int, StepResult]]:
+    slots = list(running)
+    t0 = time.perf_counter()
+    logits = engine.decode(slots, [running[s][1].output_ids[-1] for s in slots])  # [B, vocab]
+    results = [(slot, running[slot][1].step(logits[row])) for row, slot in enumerate(slots)]
+    t.decode_s += time.perf_counter() - t0
+    t.decode_tokens += sum(r.token_id is not None for _, r in results)
+    yield from _retire(engine, running, results, t)
+
+
+def _retire(engine: Any, running: dict, results: list[tuple[int, StepResult]],
+            t: Timings) -> Iterator[tuple[int, StepResult]]:
+    """Count and yield each step; a finished sequence gives its slot back before its step is seen."""
+    for slot, result in results:
+        t.completion_tokens += result.token_id is not None
+        index = running[slot][0]
+        if result.finish_reason:
+            engine.free(slot)
+            del running[slot]
+        yield index, result

@@ -1,0 +1,140 @@
+"""Small stand-ins for generation tests: a byte-level tokenizer and an engine whose "model" is a pure
+function of each sequence's tokens (so batch invariance holds by construction on the engine side, and
+any batch dependence a test finds comes from the sampling/runner code)."""
+
+from __future__ import annotations
+
+import codecs
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from gpu.errors import ContextOverflow, InvalidInput, KVCacheFull, UnknownSlot
+
+EOS, BOS = 256, 257
+
+
+class ByteTokenizer:
+    """ids 0..255 are bytes, 256 ``<eos>`` (the only end-of-generation id), 257 ``<bos>``, then pieces."""
+
+    def __init__(self, pieces: Sequence[str] = ("lo</", "s>!", "é")) -> None:
+        self.pieces = [p.encode() for p in pieces]
+        self.vocab_size = 258 + len(self.pieces)
+        self.bos_id, self.eos_id, self.eot_id = BOS, EOS, None
+
+    def piece_id(self, piece: str) -> int:
+        return 258 + self.pieces.index(piece.encode())
+
+    def token_bytes(self, token_id: int) -> bytes:
+        if token_id < 256:
+            return bytes([token_id])
+        return {EOS: b"<eos>", BOS: b"<bos>"}.get(token_id) or self.pieces[token_id - 258]
+
+    def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        body = text.encode()
+        ids: list[int] = []
+        while body:
+            if parse_special and body.startswith(b"<eos>"):
+                ids.append(EOS)
+                body = body[5:]
+            else:
+                ids.append(body[0])
+                body = body[1:]
+        return ([BOS] if add_special else []) + ids
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+    def is_eog(self, token_id: int) -> bool:
+        return token_id == EOS
+
+    def stream_decoder(self) -> ByteStreamDecoder:
+        return ByteStreamDecoder(self)
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        text = "".join(f"<bos>{m['role']}: {m['content']}<eos>" for m in messages)
+        return text + ("assistant: " if add_generation_prompt else "")
+
+
+class ByteStreamDecoder:
+    def __init__(self, tokenizer: ByteTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token_id: int) -> str:
+        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+def hashed_logits(vocab_size: int, scale: float = 3.0) -> Callable[[list[int]], np.ndarray]:
+    """A 'model' whose next-token logits are pseudo-random but fixed by the sequence's tokens."""
+
+    def logits(tokens: list[int]) -> np.ndarray:
+        seed = zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes())
+        return (np.random.default_rng(seed).normal(0.0, scale, vocab_size)).astype(np.float32)  # [vocab]
+
+    return logits
+
+
+def scripted_logits(vocab_size: int, script: Sequence[int],
+                    prompt_len: int) -> Callable[[list[int]], np.ndarray]:
+    """A 'model' that puts logit 10 on ``script[n]`` after n generated tokens (0 elsewhere)."""
+
+    def logits(tokens: list[int]) -> np.ndarray:
+        row = np.zeros(vocab_size, dtype=np.float32)  # [vocab]
+        row[script[min(len(tokens) - prompt_len, len(script) - 1)]] = 10.0
+        return row
+
+    return logits
+
+
+class FakeEngine:
+    """The engine API (alloc/free/seq_len/prefill/decode) over ``logits_fn(tokens) -> [vocab]``."""
+
+    backend = "fake"
+
+    def __init__(self, logits_fn: Callable[[list[int]], np.ndarray], max_batch: int = 8,
+                 max_context: int = 64) -> None:
+        self.logits_fn = logits_fn
+        self.max_batch, self.max_context = max_batch, max_context
+        self.tokens: dict[int, list[int]] = {}
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def alloc(self) -> int:
+        free = [s for s in range(self.max_batch) if s not in self.tokens]
+        if not free:
+            raise KVCacheFull(f"all {self.max_batch} slots in use")
+        self.tokens[free[0]] = []
+        return free[0]
+
+    def free(self, slot: int) -> None:
+        if slot not in self.tokens:
+            raise UnknownSlot(f"slot {slot} is not allocated")
+        del self.tokens[slot]
+
+    def seq_len(self, slot: int) -> int:
+        return len(self.tokens[slot])
+
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> np.ndarray:
+        self.calls.append(("prefill", list(slots)))
+        return self._extend(slots, prompts)
+
+    def decode(self, slots: list[int], token_ids: list[int]) -> np.ndarray:
+        self.calls.append(("decode", list(slots)))
+        return self._extend(slots, [[t] for t in token_ids])
+
+    def _extend(self, slots: list[int], chunks: list[list[int]]) -> np.ndarray:
+        if len(slots) != len(chunks):
+            raise InvalidInput(f"{len(slots)} slots but {len(chunks)} token lists")
+        rows = []
+        for slot, chunk in zip(slots, chunks, strict=True):
+            if slot not in self.tokens:
+                raise UnknownSlot(f"slot {slot} is not allocated")
+            if len(self.tokens[slot]) + len(chunk) > self.max_context:
+                raise ContextOverflow(f"slot {slot} would pass max_context {self.max_context}")
+            self.tokens[slot].extend(int(t) for t in chunk)
+            rows.append(self.logits_fn(self.tokens[slot]))
+        return np.stack(rows)  # [B, vocab]
