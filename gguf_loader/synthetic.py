@@ -252,15 +252,20 @@ def _vocab_kv(path: Path) -> dict[str, tuple[Any, Any, Any]]:
     """``tokenizer.*`` keys of a GGUF file as ``{key: (value, type, array element type)}``."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
-    out: dict[str, tuple[Any, Any, Any]] = {}
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        sub_type = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
-        value = field.contents()
-        out[key] = (value, vtype, sub_type)
+    from .reader import open_gguf
+
+    with open_gguf(path) as vocab:
+        out: dict[str, tuple[Any, Any, Any]] = {}
+        for key, value in vocab.metadata.items():
+            if not key.startswith("tokenizer."):
+                continue
+            vtype = gguf.GGUFValueType(int(vocab.metadata_types[key]))
+            sub_type = vocab.array_types.get(key)
+            if sub_type is not None:
+                sub_type = gguf.GGUFValueType(int(sub_type))
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            out[key] = (value, vtype, sub_type)
     if "tokenizer.ggml.tokens" not in out:
         raise ValueError(f"{path} has no tokenizer.ggml.tokens")
     return out
