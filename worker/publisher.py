@@ -38,15 +38,17 @@ class JobPublisher:
         self.chunk_s = chunk_ms / 1000.0
         self.n_tokens = 0  # tokens seen this attempt, skipped ones included
         self._ready: list[Event] = []
-        self._ids: list[int] = []
-        self._text: list[str] = []
-        self._logprobs: list[TokenLogprob] = []
+        self._buffer: list[tuple[int | None, str, TokenLogprob | None]] = []  # (id, text, logprob)
         self._first_at: float | None = None  # when the oldest buffered token arrived
         self.ended = False
 
     def _seq(self) -> int:
         self.next_seq += 1
         return self.next_seq - 1
+
+    @property
+    def _n_buffered(self) -> int:
+        return sum(token_id is not None for token_id, _, _ in self._buffer)
 
     def started(self, worker: str, queue_ms: float, attempt: int, now: float) -> None:
         self._ready.append(Started(job_id=self.job_id, seq=self._seq(), ts=now, worker=worker,
@@ -60,22 +62,25 @@ class JobPublisher:
             return
         if token_id is None and not text:
             return
-        if not self._ids and not self._text:
+        if not self._buffer:
             self._first_at = now
-        if token_id is not None:
-            self._ids.append(token_id)
-        self._text.append(text)
-        if logprobs is not None:
-            self._logprobs.append(logprobs)
+        self._buffer.append((token_id, text, logprobs))
 
     def _chunk(self, now: float) -> None:
-        if not self._ids and not self._text:
-            return
-        index = self.n_tokens - len(self._ids)
-        self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=index,
-                                  ids=self._ids, text="".join(self._text),
-                                  logprobs=self._logprobs or None))
-        self._ids, self._text, self._logprobs, self._first_at = [], [], [], None
+        """Buffered steps → tokens events of at most `chunk_tokens` ids each."""
+        index = self.n_tokens - self._n_buffered
+        while self._buffer:
+            n, cut = 0, 0
+            while cut < len(self._buffer) and (n < self.chunk_tokens or self._buffer[cut][0] is None):
+                n += self._buffer[cut][0] is not None
+                cut += 1
+            part, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            ids = [token_id for token_id, _, _ in part if token_id is not None]
+            logprobs = [lp for _, _, lp in part if lp is not None]
+            self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=index, ids=ids,
+                                      text="".join(text for _, text, _ in part), logprobs=logprobs or None))
+            index += len(ids)
+        self._first_at = None
 
     def done(self, finish_reason: str, usage: Usage, timings: Timings | None, now: float) -> None:
         self._chunk(now)
@@ -93,9 +98,9 @@ class JobPublisher:
         """When the buffered chunk must go out (None: nothing buffered)."""
         if self._ready:
             return 0.0
-        if not self._ids and not self._text:
+        if not self._buffer:
             return None
-        if len(self._ids) >= self.chunk_tokens or self.n_tokens - len(self._ids) == 0:
+        if self._n_buffered >= self.chunk_tokens or self.n_tokens == self._n_buffered:
             return 0.0
         assert self._first_at is not None
         return self._first_at + self.chunk_s

@@ -1,0 +1,197 @@
+"""Continuous batching over a fake engine: admission, priorities, limits, cancel, deadlines, failures."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.worker.fakes import FakeEngine, FakeGeneration, RecordingSink
+from worker.errors import SchedulerClosed
+from worker.scheduler import Request, Scheduler
+
+
+def request(job_id: str, prompt: list[int], max_tokens: int, sink: RecordingSink, **kw) -> Request:
+    return Request(job_id=job_id, prompt_ids=prompt, max_tokens=max_tokens, sink=sink,
+                   new_generation=lambda: FakeGeneration(max_tokens), **kw)
+
+
+def drain(scheduler: Scheduler, turns: int = 100) -> None:
+    for _ in range(turns):
+        if not scheduler.run_once() and not scheduler.n_waiting:
+            return
+    raise AssertionError("scheduler still busy")
+
+
+def test_batches_up_to_max_batch_and_admits_when_a_slot_frees():
+    engine = FakeEngine(max_batch=2)
+    scheduler = Scheduler(engine)
+    sinks = {name: RecordingSink() for name in "abc"}
+    scheduler.submit(request("a", [1, 2], 2, sinks["a"]))
+    scheduler.submit(request("b", [3], 4, sinks["b"]))
+    scheduler.submit(request("c", [5, 5, 5], 1, sinks["c"]))
+    drain(scheduler)
+    # turn 1: a, b prefilled together and decoded; a ends after 2 tokens; turn 2: c takes a's slot
+    assert engine.calls == [("prefill", [0, 1]), ("decode", [0, 1]), ("prefill", [0]), ("decode", [1]),
+                            ("decode", [1])]
+    # the first token comes from the prompt's logits: (len + first id) % 16
+    assert sinks["a"].log == [("started",), ("step", 3, "d"), ("step", 4, "e"), ("finished", "length", 2)]
+    assert sinks["b"].tokens == [4, 5, 6, 7]
+    assert sinks["c"].log == [("started",), ("step", 8, "i"), ("finished", "length", 1)]
+    assert sorted(engine.free_slots) == [0, 1]
+
+
+def test_higher_priority_first_then_oldest():
+    engine = FakeEngine(max_batch=1)
+    scheduler = Scheduler(engine)
+    order: list[str] = []
+
+    class Sink(RecordingSink):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def started(self, now: float) -> None:
+            order.append(self.name)
+
+    for name, priority in (("low", 1), ("mid1", 5), ("high", 9), ("mid2", 5)):
+        scheduler.submit(request(name, [1], 1, Sink(name), priority=priority))
+    drain(scheduler)
+    assert order == ["high", "mid1", "mid2", "low"]
+
+
+def test_prompt_plus_max_tokens_over_context_is_refused_at_admission():
+    engine = FakeEngine(max_batch=2, max_context=10)
+    scheduler = Scheduler(engine)
+    long, ok = RecordingSink(), RecordingSink()
+    scheduler.submit(request("long", [1] * 6, 5, long))
+    scheduler.submit(request("ok", [1] * 6, 4, ok))
+    drain(scheduler)
+    assert long.log == [("failed", "ContextTooLong", "job long: prompt (6 tokens) + max_tokens (5) = 11 "
+                         "exceeds the worker's max context (10)")]
+    assert ok.log[-1] == ("finished", "length", 4)
+
+
+def test_empty_prompt_fails_alone():
+    scheduler = Scheduler(FakeEngine())
+    sink = RecordingSink()
+    scheduler.submit(request("e", [], 3, sink))
+    drain(scheduler)
+    assert sink.log == [("failed", "InvalidJob", "job e: the prompt has no tokens")]
+
+
+def test_cancel_running_stops_within_one_step_and_frees_the_slot():
+    engine = FakeEngine(max_batch=2)
+    cancelled: set[str] = set()
+    scheduler = Scheduler(engine, cancelled=lambda ids: cancelled & set(ids))
+    sink, other = RecordingSink(), RecordingSink()
+    scheduler.submit(request("x", [0], 20, sink))
+    scheduler.submit(request("y", [0], 5, other))
+    scheduler.run_once()  # prefill (token 1) + one decode (token 2)
+    cancelled.add("x")
+    scheduler.run_once()
+    assert sink.log == [("started",), ("step", 1, "b"), ("step", 2, "c"), ("step", None, "~"),
+                        ("finished", "cancelled", 2)]
+    assert engine.calls[-1] == ("decode", [1])  # y alone
+    assert 0 in engine.free_slots
+    drain(scheduler)
+    assert other.log[-1] == ("finished", "length", 5)
+
+
+def test_cancel_while_waiting_never_starts():
+    engine = FakeEngine(max_batch=1)
+    cancelled = {"queued"}
+    scheduler = Scheduler(engine, cancelled=lambda ids: cancelled & set(ids))
+    running, queued = RecordingSink(), RecordingSink()
+    scheduler.submit(request("run", [0], 3, running))
+    scheduler.submit(request("queued", [0], 3, queued))
+    drain(scheduler)
+    assert queued.log == [("finished", "cancelled", 0)]
+    assert [c for c in engine.calls if c[0] == "prefill"] == [("prefill", [0])]
+
+
+def test_deadline_fails_running_and_waiting_jobs():
+    clock = [100.0]
+    engine = FakeEngine(max_batch=1)
+    scheduler = Scheduler(engine, clock=lambda: clock[0])
+    a, b = RecordingSink(), RecordingSink()
+    scheduler.submit(request("a", [0], 20, a, deadline=101.0))
+    scheduler.submit(request("b", [0], 20, b, deadline=101.0))
+    scheduler.run_once()
+    clock[0] = 101.0
+    scheduler.run_once()
+    assert a.log[-1] == ("failed", "DeadlineExceeded", "job a: deadline passed after 2 tokens")
+    assert b.log == [("failed", "DeadlineExceeded", "job b: deadline passed while waiting for a batch slot")]
+    assert engine.free_slots == [0]
+
+
+def test_engine_error_fails_that_batch_and_the_loop_keeps_serving():
+    engine = FakeEngine(max_batch=2)
+    scheduler = Scheduler(engine)
+    a, b, later = RecordingSink(), RecordingSink(), RecordingSink()
+    scheduler.submit(request("a", [0], 5, a))
+    scheduler.submit(request("b", [1], 5, b))
+    engine.fail_decode = 1
+    scheduler.run_once()
+    assert a.log[-1] == ("failed", "RuntimeError", "device lost")
+    assert b.log[-1] == ("failed", "RuntimeError", "device lost")
+    assert sorted(engine.free_slots) == [0, 1]
+    scheduler.submit(request("later", [2], 3, later))
+    drain(scheduler)
+    assert later.log == [("started",), ("step", 3, "d"), ("step", 4, "e"), ("step", 5, "f"),
+                         ("finished", "length", 3)]
+
+
+def test_generation_factory_error_fails_that_job_and_frees_its_slot():
+    engine = FakeEngine(max_batch=2)
+    scheduler = Scheduler(engine)
+    bad = RecordingSink()
+
+    def boom():
+        raise ValueError("logit_bias id 99 >= vocab_size 16")
+
+    scheduler.submit(Request(job_id="bad", prompt_ids=[1], max_tokens=2, sink=bad, new_generation=boom))
+    drain(scheduler)
+    assert bad.log == [("failed", "ValueError", "logit_bias id 99 >= vocab_size 16")]
+    assert sorted(engine.free_slots) == [0, 1]
+
+
+def test_stop_token_ends_a_job_early():
+    scheduler = Scheduler(FakeEngine())
+    sink = RecordingSink()
+    scheduler.submit(request("s", [13], 10, sink))  # tokens 14, 15 (stop)
+    drain(scheduler)
+    assert sink.log == [("started",), ("step", 14, "o"), ("step", 15, ""), ("finished", "stop", 2)]
+
+
+def test_kv_cache_full_keeps_the_job_waiting_until_a_slot_frees():
+    engine = FakeEngine(max_batch=4, n_slots=1)  # batch room, but one KV slot
+    scheduler = Scheduler(engine)
+    a, b = RecordingSink(), RecordingSink()
+    scheduler.submit(request("a", [0], 2, a))
+    scheduler.submit(request("b", [0], 2, b))
+    scheduler.run_once()
+    assert b.log == [] and scheduler.n_waiting == 1
+    drain(scheduler)
+    assert b.log[-1] == ("finished", "length", 2)
+
+
+def test_thread_serves_submissions_and_stops():
+    scheduler = Scheduler(FakeEngine(max_batch=3))
+    scheduler.start()
+    done = threading.Event()
+    finished: list[str] = []
+
+    class Sink(RecordingSink):
+        def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
+            finished.append(finish_reason)
+            if len(finished) == 5:
+                done.set()
+
+    for i in range(5):
+        scheduler.submit(request(f"j{i}", [i], 4, Sink()))
+    assert done.wait(5.0)
+    scheduler.stop()
+    assert finished == ["length"] * 5
+    with pytest.raises(SchedulerClosed):
+        scheduler.submit(request("late", [1], 1, RecordingSink()))

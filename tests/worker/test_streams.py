@@ -1,0 +1,120 @@
+"""The job log: append-once by seq, publish only what was appended, replay + follow without gaps."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import fakeredis
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from worker import keys
+from worker.errors import JobNotFound, JobTimeout
+from worker.schemas import Done, Queued, Started, Tokens, Usage, parse_event
+from worker.streams import LogState, SeqTracker, append_events, follow, log_state, read_log
+
+
+def events(job_id: str = "j", n_chunks: int = 3) -> list:
+    out = [Queued(job_id=job_id, seq=1, model="m", queue="orcd.m", priority=5),
+           Started(job_id=job_id, seq=2, worker="w", queue_ms=1.0)]
+    for k in range(n_chunks):
+        out.append(Tokens(job_id=job_id, seq=3 + k, index=2 * k, ids=[2 * k, 2 * k + 1], text=f"<{k}>"))
+    out.append(Done(job_id=job_id, seq=3 + n_chunks, finish_reason="length",
+                    usage=Usage(prompt_tokens=4, completion_tokens=2 * n_chunks)))
+    return out
+
+
+def write(client, evs) -> list[bool]:
+    return append_events(client, evs, live_ttl_s=100, result_ttl_s=10)
+
+
+def test_append_refuses_a_seq_already_in_the_log_and_does_not_republish_it():
+    client = fakeredis.FakeRedis()
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_channel("j"))
+    evs = events()
+    assert write(client, evs[:3]) == [True, True, True]
+    assert write(client, evs[2:4]) == [False, True]
+    published = []
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.05)
+        if message is not None:
+            published.append(parse_event(message["data"]).seq)
+    assert published == [1, 2, 3, 4]
+    assert [e.seq for e in read_log(client, "j")] == [1, 2, 3, 4]
+    assert client.hget(keys.job_meta("j"), "status") == b"running"
+    assert 90 < client.ttl(keys.job_events("j")) <= 100
+
+
+def test_log_state_counts_tokens_and_attempts():
+    evs = events(n_chunks=2)
+    assert log_state(evs[:4]) == LogState(last_seq=4, tokens_done=4, ended=False, started=1)
+    state = log_state(evs)
+    assert (state.last_seq, state.tokens_done, state.ended) == (5, 4, True)
+    client = fakeredis.FakeRedis()
+    write(client, evs)
+    assert client.hget(keys.job_meta("j"), "status") == b"done"
+    assert 0 < client.ttl(keys.job_events("j")) <= 10
+    assert read_log(client, "j", after=3) == evs[3:]
+
+
+@given(st.lists(st.integers(1, 6), max_size=40))
+def test_tracker_passes_each_seq_once_in_order(arrivals):
+    tracker = SeqTracker(after=0)
+    evs = events(n_chunks=3)  # seqs 1..6
+    delivered = []
+    for seq in arrivals:
+        verdict = tracker.accept(evs[seq - 1])
+        if verdict == "next":
+            delivered.append(seq)
+        else:
+            assert verdict == ("duplicate" if seq <= tracker.last else "gap")
+    assert delivered == list(range(1, len(delivered) + 1))
+
+
+def test_follow_replays_then_follows_live():
+    client = fakeredis.FakeRedis()
+    evs = events(n_chunks=4)
+    write(client, evs[:4])  # already there when the reader attaches
+
+    def later():
+        time.sleep(0.2)
+        for event in evs[4:]:
+            write(client, [event])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    got = list(follow(client, "j", timeout_s=5.0, poll_s=0.05))
+    thread.join()
+    assert got == evs
+
+
+def test_follow_fills_a_gap_from_the_log():
+    client = fakeredis.FakeRedis()
+    evs = events(n_chunks=2)
+    write(client, evs[:2])
+    # seq 3 lands in the log without reaching the channel (a dropped message), then 4, 5 go out
+    client.xadd(keys.job_events("j"), {"data": evs[2].model_dump_json()}, id="0-3")
+
+    def later():
+        time.sleep(0.2)
+        write(client, evs[3:])
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    got = list(follow(client, "j", after=1, timeout_s=5.0, poll_s=10.0))
+    thread.join()
+    assert [e.seq for e in got] == [2, 3, 4, 5]
+
+
+def test_follow_unknown_job_and_timeout():
+    client = fakeredis.FakeRedis()
+    with pytest.raises(JobNotFound, match="job nope not found"):
+        list(follow(client, "nope"))
+    write(client, events()[:2])
+    with pytest.raises(JobTimeout, match="job j: no event for 0.2 s after seq 2"):
+        list(follow(client, "j", timeout_s=0.2, poll_s=0.05))
