@@ -35,8 +35,9 @@ class ByteTokenizer:
         body = text.encode()
         ids: list[int] = []
         while body:
-            if parse_special and body.startswith(b"<eos>"):
-                ids.append(EOS)
+            special = next((i for i, s in ((EOS, b"<eos>"), (BOS, b"<bos>")) if body.startswith(s)), None)
+            if parse_special and special is not None:
+                ids.append(special)
                 body = body[5:]
             else:
                 ids.append(body[0])

@@ -1,0 +1,128 @@
+"""Runner loops over the engine API: one request, continuous batches, slot hygiene, batch invariance."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu.errors import ContextOverflow
+from gpu.params import SamplingParams
+from gpu.runner import GenerationRequest, Timings, encode_prompt, generate, generate_batch
+from tests.gpu.generation_fakes import BOS, EOS, ByteTokenizer, FakeEngine, hashed_logits, scripted_logits
+
+TOK = ByteTokenizer()
+SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
+
+
+def prompts(n: int) -> list[list[int]]:
+    return [[BOS] + list(f"prompt number {i}".encode())[: 4 + i] for i in range(n)]
+
+
+def test_generate_follows_the_script_then_frees_the_slot():
+    prompt = encode_prompt(TOK, "hi")
+    engine = FakeEngine(scripted_logits(TOK.vocab_size, list(b"Paris!") + [EOS], len(prompt)))
+    timings = Timings()
+    results = list(generate(engine, TOK, prompt, SamplingParams(temperature=0), timings=timings))
+    assert "".join(r.text for r in results) == "Paris!" and results[-1].finish_reason == "stop"
+    assert [r.token_id for r in results] == list(b"Paris!") + [EOS]
+    assert engine.tokens == {}  # slot given back
+    assert engine.calls == [("prefill", [0])] + [("decode", [0])] * 6
+    assert (timings.prompt_tokens, timings.completion_tokens, timings.decode_tokens) == (3, 7, 6)
+    assert timings.ttft_s is not None and timings.prefill_tps > 0 and timings.decode_tps > 0
+
+
+def test_closing_the_stream_early_frees_the_slot():
+    engine = FakeEngine(hashed_logits(TOK.vocab_size))
+    stream = generate(engine, TOK, [BOS, 5], SAMPLED)
+    next(stream)
+    assert list(engine.tokens) == [0]
+    stream.close()
+    assert engine.tokens == {}
+
+
+def test_engine_errors_propagate_and_free_slots():
+    model = hashed_logits(TOK.vocab_size)
+
+    def failing(tokens: list[int]):
+        if len(tokens) > 4:
+            raise ContextOverflow("engine failure on the third decode")
+        return model(tokens)
+
+    engine = FakeEngine(failing)
+    with pytest.raises(ContextOverflow, match="third decode"):
+        list(generate(engine, TOK, [BOS, 1], SAMPLED.model_copy(update={"ignore_eos": True})))
+    assert engine.tokens == {}
+
+
+def test_context_limit_ends_with_length():
+    engine = FakeEngine(hashed_logits(TOK.vocab_size), max_context=6)
+    results = list(generate(engine, TOK, [BOS, 1, 2], SAMPLED.model_copy(update={"ignore_eos": True})))
+    assert len(results) == 3 and results[-1].finish_reason == "length"
+
+
+def _alone(request: GenerationRequest) -> list[int]:
+    engine = FakeEngine(hashed_logits(TOK.vocab_size))
+    return [r.token_id for r in generate(engine, TOK, request.prompt_ids, request.params)]
+
+
+def test_batch_invariance_alone_vs_among_eight_others():
+    target = GenerationRequest([BOS] + list(b"the same request"), SAMPLED)
+    others = [GenerationRequest(p, SAMPLED.model_copy(update={"seed": 7 + i, "max_tokens": 3 + 2 * i}))
+              for i, p in enumerate(prompts(8))]
+    alone = _alone(target)
+    assert len(alone) == SAMPLED.max_tokens or alone[-1] == EOS
+    for position in (0, 4, 8):
+        batch = others[:position] + [target] + others[position:]
+        engine = FakeEngine(hashed_logits(TOK.vocab_size), max_batch=9)
+        got: dict[int, list[int]] = {}
+        for index, result in generate_batch(engine, TOK, batch):
+            got.setdefault(index, []).append(result.token_id)
+        assert got[position] == alone
+        assert engine.tokens == {}
+        assert max(len(slots) for _, slots in engine.calls) == 9  # really batched
+
+
+def test_more_requests_than_slots_wait_for_a_free_one():
+    requests = [GenerationRequest(p, SAMPLED.model_copy(update={"max_tokens": 2 + i % 3})) for i, p in
+                enumerate(prompts(7))]
+    engine = FakeEngine(hashed_logits(TOK.vocab_size), max_batch=3)
+    timings = Timings()
+    finished, tokens = {}, {}
+    for index, result in generate_batch(engine, TOK, requests, timings=timings):
+        tokens.setdefault(index, []).append(result.token_id)
+        if result.finish_reason:
+            finished[index] = result.finish_reason
+    assert sorted(finished) == list(range(7))
+    assert max(len(slots) for _, slots in engine.calls) == 3 and engine.tokens == {}
+    assert timings.seeds == [1234] * 7
+    assert timings.prompt_tokens == sum(len(r.prompt_ids) for r in requests)
+    for i, request in enumerate(requests):  # and each equals its solo run
+        assert finished[i] in ("length", "stop") and tokens[i] == _alone(request)
+
+
+def test_a_bad_request_fails_alone():
+    requests = [GenerationRequest([], SAMPLED), GenerationRequest([BOS, 1], SAMPLED)]
+    results = list(generate_batch(FakeEngine(hashed_logits(TOK.vocab_size)), TOK, requests))
+    assert results[0][0] == 0 and results[0][1].finish_reason == "error" and "empty" in results[0][1].error
+    assert [i for i, _ in results[1:]] == [1] * (len(results) - 1) and results[-1][1].finish_reason
+
+
+def test_cancel_between_steps():
+    calls = {"n": 0}
+
+    def cancelled() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    engine = FakeEngine(hashed_logits(TOK.vocab_size))
+    request = GenerationRequest([BOS, 1], SAMPLED.model_copy(update={"ignore_eos": True}), cancelled)
+    results = [r for _, r in generate_batch(engine, TOK, [request])]
+    assert [r.finish_reason for r in results] == [None, None, None, "cancelled"]
+    assert results[-1].token_id is None and engine.tokens == {}
+
+
+def test_encode_prompt_plain_and_chat():
+    assert encode_prompt(TOK, "hi") == [BOS, 104, 105]
+    chat = encode_prompt(TOK, "hi", chat=True, system="be brief")
+    assert chat[0] == BOS and chat[1] != BOS  # template BOS + tokenizer BOS reduced to one
+    assert TOK.decode(chat) == "<bos>system: be brief<eos><bos>user: hi<eos>assistant: "
+    assert chat.count(EOS) == 2  # special tokens parsed
