@@ -128,7 +128,7 @@ class Engine(ABC):
 def cuda_available() -> bool:
     """True when the CUDA backend imports (PyCUDA present) and sees at least one device."""
     try:
-        cuda = importlib.import_module("gpu.cuda")
+        cuda = importlib.import_module("gpu.cuda_engine")
         return cuda.device_count() > 0
     except Exception as exc:  # ImportError, or a driver that fails to initialise
         logger.debug("CUDA backend unavailable: %s", exc)
@@ -151,7 +151,7 @@ def load_engine(
 
         return NumpyEngine.load(path, max_batch=max_batch, max_context=max_context)
     try:
-        cuda = importlib.import_module("gpu.cuda")
+        cuda = importlib.import_module("gpu.cuda_engine")
     except ImportError as exc:
         raise BackendUnavailable(f"the cuda backend cannot be imported: {exc}") from exc
     return cuda.CudaEngine.load(path, max_batch=max_batch, max_context=max_context, device=device)

@@ -1,0 +1,171 @@
+"""The CUDA backend of the engine API: the forward pass in PyCUDA kernels (`gpu/kernels`).
+
+`CudaEngine.load(path)` refuses before loading when the weights, KV cache and scratch would not fit
+("needs X GiB, Y GiB free"), dequantises the weights to f16 (or bf16) device buffers, and logs the load
+time and bytes per parameter. Prefill runs one sequence at a time in chunks of `PREFILL_CHUNK` tokens
+(tensor-core GEMMs, tiled causal attention); decode runs the whole batch in one step, padded to a
+bucket size whose CUDA graph is captured on first use. KV slot `max_batch` is a scratch slot that
+the padding rows write to. Only this module and what it imports touch PyCUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pycuda.driver as cuda
+
+from .cuda_forward import CudaForward
+from .cuda_graphs import DecodeGraphs, GraphError
+from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
+from .engine import Engine
+from .errors import EngineError, OutOfMemory
+from .ops.attention_decode import n_splits
+from .runtime import Runtime, device_count
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CudaEngine", "device_count"]
+
+PREFILL_CHUNK = 512  # tokens per prefill forward (longer prompts run in several)
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class CudaEngine(Engine):
+    backend = "cuda"
+
+    def __init__(self, config, rt: Runtime, weights: DeviceWeights, max_batch: int, max_context: int,
+                 use_graphs: bool = True):
+        super().__init__(config, max_batch, max_context)
+        self.rt = rt
+        self.weights = weights
+        self.scratch_slot = max_batch
+        self.buckets = sorted({b for b in BUCKETS if b < max_batch} | {max_batch})
+        self.forward = CudaForward(rt, config, weights, max_batch + 1, self.max_context, max_batch,
+                                   PREFILL_CHUNK)
+        self.host_inputs = cuda.pagelocked_empty((3, self.forward.rows), np.int32)  # ids, pos, slots
+        self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
+        self.graphs = None
+        if use_graphs:
+            try:
+                self.graphs = DecodeGraphs(rt.stream.handle)
+            except ImportError as exc:
+                logger.warning("cuda-bindings missing (%s): decode launches kernels one by one", exc)
+        self.load_seconds = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path, max_batch: int = 8, max_context: int = 2048, device: int = 0,
+             dtype: str = "f16", use_graphs: bool = True) -> CudaEngine:
+        from gguf_loader.arch import ModelConfig
+        from gguf_loader.reader import open_gguf
+
+        t0 = time.perf_counter()
+        rt = Runtime(device, dtype)
+        try:
+            with open_gguf(path) as gguf:
+                config = ModelConfig.from_gguf(gguf)
+                ctx = min(max_context, config.context_length)
+                need = estimate_bytes(gguf, config, rt.operand.itemsize, max_batch, ctx)
+                rt.check_fits(need, f"{Path(path).name} ({config.arch}, batch {max_batch} x context {ctx})")
+                weights = load_device_weights(rt, gguf, config, ctx)
+            engine = cls(config, rt, weights, max_batch, max_context, use_graphs)
+        except BaseException:
+            rt.close()
+            raise
+        rt.synchronize()
+        engine.load_seconds = time.perf_counter() - t0
+        logger.info("%s loaded on %s in %.2f s: %s, %.2f bytes/parameter (weights)", path, rt.name,
+                    engine.load_seconds, rt.memory_report(), rt.allocated["weights"] / weights.n_params)
+        return engine
+
+    # --- backend hooks -------------------------------------------------------------------------------
+    def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
+        rows = [self._prefill_one(slot, t, start, False)[-1]
+                for slot, t, start in zip(slots, tokens, starts, strict=True)]
+        return np.stack(rows)  # [B, vocab]
+
+    def _prefill_all(self, slot: int, tokens: np.ndarray, start: int) -> np.ndarray:
+        return self._prefill_one(slot, tokens, start, True)  # [T, vocab]
+
+    def _decode(self, slots: list[int], token_ids: np.ndarray, starts: list[int]) -> np.ndarray:
+        n = len(slots)
+        bucket = next(b for b in self.buckets if b >= n)
+        inputs = self.host_inputs
+        inputs[:, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch slot
+        inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots
+        with self.rt.activate(), _engine_errors("decode", slots):
+            self.forward.set_inputs(inputs, bucket)
+            if self.graphs is not None and bucket in self.graphs:
+                self.graphs.launch(bucket)
+            else:
+                self.forward.decode(bucket)  # the first step of a bucket also compiles its kernels
+                if self.graphs is not None:
+                    self._capture(bucket)
+            logits = self.host_logits[:bucket]
+            cuda.memcpy_dtoh_async(logits, self.forward.logits[:bucket].gpudata, self.rt.stream)
+            self.rt.synchronize()
+        return logits[:n].copy()
+
+    def _capture(self, bucket: int) -> None:
+        try:
+            self.graphs.capture(bucket, lambda: self.forward.decode(bucket))
+        except GraphError as exc:
+            logger.warning("CUDA graphs off, decode launches kernels one by one: %s", exc)
+            self.graphs = None
+
+    def _prefill_one(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
+        out = []
+        with self.rt.activate(), _engine_errors("prefill", [slot]):
+            for c in range(0, len(tokens), PREFILL_CHUNK):
+                chunk = tokens[c : c + PREFILL_CHUNK]
+                n, last = len(chunk), c + PREFILL_CHUNK >= len(tokens)
+                self.host_inputs[0, :n] = chunk
+                self.host_inputs[1, :n] = np.arange(start + c, start + c + n)
+                self.host_inputs[2, :n] = slot
+                self.forward.set_inputs(self.host_inputs, n)
+                logits = self.forward.prefill(n, slot, start + c, all_logits)
+                if all_logits or last:
+                    host = np.empty(logits.shape, np.float32)
+                    cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
+                    self.rt.synchronize()  # also: host_inputs may be rewritten by the next chunk
+                    out.append(host)
+                else:
+                    self.rt.synchronize()
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def close(self) -> None:
+        if self.graphs is not None:
+            with self.rt.activate():
+                self.graphs.close()
+        del self.forward, self.weights
+        self.rt.close()
+
+
+class _engine_errors:
+    """Turn a CUDA driver error of a step into an EngineError naming the step and slots."""
+
+    def __init__(self, what: str, slots: list[int]):
+        self.what, self.slots = what, slots
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, cuda.Error) and not isinstance(exc, EngineError):
+            if isinstance(exc, cuda.MemoryError):
+                raise OutOfMemory(f"{self.what} of slots {self.slots}: {exc}") from exc
+            raise EngineError(f"{self.what} of slots {self.slots}: CUDA error: {exc}") from exc
+        return False
+
+
+def estimate_bytes(gguf, config, operand_size: int, max_batch: int, max_context: int) -> int:
+    """Device bytes for weights + KV cache (with the scratch slot) + scratch and logits buffers."""
+    c = config
+    kv = 2 * c.n_layers * (max_batch + 1) * c.n_kv_heads * max_context * c.head_dim * operand_size
+    rows = max(max_batch, PREFILL_CHUNK)
+    per_row = 4 * (c.dim + c.qkv_dim + c.ffn_in_dim) + operand_size * (c.dim + 2 * c.q_dim + c.hidden_dim)
+    scratch = rows * per_row + max_batch * c.n_heads * n_splits(max_context) * (c.head_dim + 2) * 4
+    logits = 4 * c.vocab_size * (max_batch + rows)
+    return device_bytes(gguf, config, operand_size) + kv + scratch + logits

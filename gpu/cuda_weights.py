@@ -1,0 +1,116 @@
+"""Model weights on the device: dequantised at load (numpy, per tensor) to the operand type (f16 or
+bf16) for matrices and embeddings, float32 for norms and biases, uploaded through pinned host memory.
+
+The loader's `fuse=True` layout is used for every architecture: one q|k|v matrix and one gate|up matrix
+per layer, so a layer is four projections. Tied embeddings share one device buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pycuda.driver as cuda
+
+from .runtime import Runtime, to_operand
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_CHUNK = 64 << 20  # bytes of pinned staging per copy
+
+
+@dataclass(frozen=True)
+class DeviceLayer:
+    attn_norm: Any  # [dim] f32
+    attn_norm_bias: Any  # [dim] f32 or None
+    wqkv: Any  # [q_dim + 2 kv_dim, dim] operand
+    bqkv: Any  # [q_dim + 2 kv_dim] f32 or None
+    wo: Any  # [dim, q_dim]
+    bo: Any
+    ffn_norm: Any
+    ffn_norm_bias: Any
+    w_up: Any  # [2 hidden, dim] gate|up (swiglu) or [hidden, dim] (gelu)
+    b_up: Any
+    w_down: Any  # [dim, hidden]
+    b_down: Any
+
+
+@dataclass(frozen=True)
+class DeviceWeights:
+    token_embd: Any  # [vocab, dim] operand
+    pos_embd: Any  # [n_positions, dim] operand or None
+    output_norm: Any  # [dim] f32
+    output_norm_bias: Any
+    output: Any  # [vocab, dim] operand (token_embd itself when tied)
+    layers: tuple[DeviceLayer, ...]
+    rope_factors: Any  # [rope_dim / 2] f32 or None
+    attn_factor: float
+    n_params: int
+
+
+def device_bytes(gguf, config, dtype_size: int) -> int:
+    """Bytes the weights take on the device: 2-D tensors in the operand type, the rest in f32."""
+    total = 0
+    for info in gguf.tensors.values():
+        total += info.n_elements * (dtype_size if len(info.shape) == 2 else 4)
+    return total
+
+
+class _Uploader:
+    """Host arrays -> device arrays, through one pinned staging buffer."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.staging = cuda.pagelocked_empty(UPLOAD_CHUNK, np.uint8)
+        self.done: dict[int, Any] = {}  # id(host array) -> device array, so tied tensors upload once
+
+    def __call__(self, host: np.ndarray | None):
+        if host is None:
+            return None
+        if id(host) in self.done:
+            return self.done[id(host)]
+        host = np.ascontiguousarray(host)
+        dev = self.rt.empty(host.shape, host.dtype, "weights")
+        raw = host.reshape(-1).view(np.uint8)
+        for off in range(0, raw.size, UPLOAD_CHUNK):
+            n = min(UPLOAD_CHUNK, raw.size - off)
+            self.staging[:n] = raw[off : off + n]
+            cuda.memcpy_htod_async(int(dev.gpudata) + off, self.staging[:n], self.rt.stream)
+            self.rt.stream.synchronize()  # the staging buffer is reused by the next chunk
+        self.done[id(host)] = dev
+        return dev
+
+
+def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWeights:
+    """Dequantise every tensor of `gguf` and upload it; matrices in `rt.dtype`, vectors in f32."""
+    from gguf_loader.arch import load_weights
+
+    def convert(name: str, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        return to_operand(array, rt.dtype) if array.ndim == 2 else np.ascontiguousarray(array)
+
+    host = load_weights(gguf, config, convert=convert, fuse=True)
+    up = _Uploader(rt)
+    layers = tuple(
+        DeviceLayer(
+            attn_norm=up(lw.attn_norm), attn_norm_bias=up(lw.attn_norm_bias), wqkv=up(lw.wqkv),
+            bqkv=up(lw.bqkv), wo=up(lw.wo), bo=up(lw.bo), ffn_norm=up(lw.ffn_norm),
+            ffn_norm_bias=up(lw.ffn_norm_bias),
+            w_up=up(lw.w_gate_up if config.activation == "swiglu" else lw.w_up), b_up=up(lw.b_up),
+            w_down=up(lw.w_down), b_down=up(lw.b_down),
+        )
+        for lw in host.layers
+    )
+    scaling = config.rope_scaling
+    factors = None
+    if scaling is not None and config.rope != "none":
+        factors = up(np.asarray(scaling.factors(max_context), dtype=np.float32))
+    n_params = sum(info.n_elements for info in gguf.tensors.values())
+    return DeviceWeights(
+        token_embd=up(host.token_embd), pos_embd=up(host.pos_embd), output_norm=up(host.output_norm),
+        output_norm_bias=up(host.output_norm_bias), output=up(host.output), layers=layers,
+        rope_factors=factors, attn_factor=scaling.attn_factor if scaling is not None else 1.0,
+        n_params=n_params,
+    )
