@@ -176,7 +176,7 @@ class ModelConfig:
             head_dim=head_dim,
             rope_scaling=_rope_scaling(gguf, keys, context_length),
             rope_freq_scale=1.0 / factor if factor else 1.0,
-            tied_embeddings="output.weight" not in gguf.tensors,
+            tied_embeddings="token_embd.weight" in gguf.tensors and "output.weight" not in gguf.tensors,
             qkv_bias="blk.0.attn_q.bias" in gguf.tensors or "blk.0.attn_qkv.bias" in gguf.tensors,
             learned_pos=spec.learned_pos,
             sliding_window=keys.int("attention.sliding_window", 0) or None,
