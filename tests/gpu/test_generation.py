@@ -149,3 +149,38 @@ def test_seeded_sampling_is_reproducible_and_the_seed_recorded():
     first = [gen.step(r).token_id for r in rows]
     again = Generation([BOS], params.model_copy(update={"seed": gen.seed}), TOK)
     assert [again.step(r).token_id for r in rows] == first
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer(smollm2_path):
+    from tokenizer import load_tokenizer
+
+    return load_tokenizer(smollm2_path)
+
+
+def test_real_tokenizer_stop_string_and_utf8(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    script = tok.encode(" Paris, café.\nThe end", add_special=False)
+    params = SamplingParams(temperature=0, stop=[".\nThe"], max_tokens=50)
+    gen = Generation(tok.encode("Capital?"), params, tok)
+    for token_id in script:
+        row = np.zeros(tok.vocab_size, dtype=np.float32)  # [vocab]
+        row[token_id] = 10.0
+        if gen.step(row).finish_reason:
+            break
+    assert gen.text == " Paris, café" and gen.finish_reason == "stop"
+    assert gen.output_ids == script[: len(gen.output_ids)] and len(gen.output_ids) < len(script)
+
+
+def test_real_tokenizer_eog_and_chat_prompt(smollm2_tokenizer):
+    from gpu.runner import encode_prompt
+
+    tok = smollm2_tokenizer
+    ids = encode_prompt(tok, "hi", chat=True)
+    assert tok.decode(ids) == tok.render_chat([{"role": "user", "content": "hi"}])
+    assert ids.count(tok.encode("<|im_start|>", add_special=False, parse_special=True)[0]) == 3
+    gen = Generation(ids, SamplingParams(temperature=0), tok)
+    row = np.zeros(tok.vocab_size, dtype=np.float32)  # [vocab]
+    row[tok.eos_id] = 10.0
+    result = gen.step(row)
+    assert tok.is_eog(tok.eos_id) and (result.text, result.finish_reason) == ("", "stop")

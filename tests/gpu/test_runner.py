@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gpu.errors import ContextOverflow
@@ -126,3 +127,53 @@ def test_encode_prompt_plain_and_chat():
     assert chat[0] == BOS and chat[1] != BOS  # template BOS + tokenizer BOS reduced to one
     assert TOK.decode(chat) == "<bos>system: be brief<eos><bos>user: hi<eos>assistant: "
     assert chat.count(EOS) == 2  # special tokens parsed
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random-weight llama with a byte-level vocab (gguf_loader.synthetic), its numpy engine, tokenizer."""
+    from gguf_loader.synthetic import write_synthetic_model
+    from gpu.engine import load_engine
+    from tokenizer import load_tokenizer
+
+    path = write_synthetic_model(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf", "llama", vocab="bytes",
+                                 dim=64, n_layers=2, n_heads=4, n_kv_heads=2, scale=0.5, seed=3)
+    return load_engine(path, backend="numpy", max_batch=9, max_context=96), load_tokenizer(path)
+
+
+def test_batch_invariance_on_the_numpy_engine(tiny_model):
+    engine, tok = tiny_model
+    sampled = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=16, seed=2024,
+                             ignore_eos=True)
+    target = GenerationRequest(tok.encode("the same seeded request"), sampled)
+    others = [GenerationRequest(tok.encode(f"other prompt {i} " * (1 + i % 3)),
+                                sampled.model_copy(update={"seed": 100 + i, "max_tokens": 5 + 3 * i}))
+              for i in range(8)]
+    alone = [r.token_id for r in generate(engine, tok, target.prompt_ids, target.params)]
+    assert len(alone) == 16 and len(set(alone)) > 4  # really sampled, not a constant
+    for position in (0, 8):
+        batch = others[:position] + [target] + others[position:]
+        got: dict[int, list[int]] = {}
+        for index, result in generate_batch(engine, tok, batch):
+            got.setdefault(index, []).append(result.token_id)
+        assert got[position] == alone
+    slots = [engine.alloc() for _ in range(engine.max_batch)]  # KVCacheFull if a slot leaked
+    for slot in slots:
+        engine.free(slot)
+
+
+def test_greedy_generate_equals_argmax_loop_on_the_numpy_engine(tiny_model):
+    engine, tok = tiny_model
+    prompt = tok.encode("hello")
+    params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+    results = list(generate(engine, tok, prompt, params))
+    slot = engine.alloc()
+    logits, expected = engine.prefill([slot], [prompt]), []
+    eog = [i for i in range(tok.vocab_size) if tok.is_eog(i)]
+    for _ in range(10):
+        logits[0, eog] = -np.inf  # ignore_eos bans them
+        expected.append(int(np.argmax(logits[0])))
+        logits = engine.decode([slot], [expected[-1]])
+    engine.free(slot)
+    assert [r.token_id for r in results] == expected
+    assert "".join(r.text for r in results) == tok.decode(expected)

@@ -96,3 +96,33 @@ def test_invalid_flags_exit_2_naming_the_flag(fake_model, capsys, flag, value):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"orcd: invalid {flag} ") and len(err.splitlines()) == 1
+
+
+def _greedy_loop(path, prompt: str, n: int) -> str:
+    """The engine's plain greedy loop (argmax, stop at EOG), independent of gpu.runner."""
+    from gpu.engine import load_engine
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer(path)
+    engine = load_engine(path, backend="numpy", max_batch=1, max_context=64)
+    slot = engine.alloc()
+    logits = engine.prefill([slot], [tok.encode(prompt)])  # [1, vocab]
+    out: list[int] = []
+    while len(out) < n:
+        token = int(np.argmax(logits[0]))
+        if tok.is_eog(token):
+            break
+        out.append(token)
+        logits = engine.decode([slot], [token])
+    return tok.decode(out)
+
+
+@pytest.mark.slow
+def test_orcd_run_on_smollm2_equals_the_greedy_loop(smollm2_path, capsys):
+    prompt = "The capital of France is"
+    expected = _greedy_loop(smollm2_path, prompt, 8)
+    assert main(["run", prompt, "--temperature", "0", "--max-tokens", "8", "--backend", "numpy"]) == 0
+    out, err = capsys.readouterr()
+    assert out == expected and out.startswith(" Paris")
+    assert "orcd run: 5 prompt tokens, prefill " in err and "8 generated, decode " in err
+    assert "finish length" in err and "backend numpy" in err
