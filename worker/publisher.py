@@ -65,6 +65,8 @@ class JobPublisher:
         if not self._buffer:
             self._first_at = now
         self._buffer.append((token_id, text, logprobs))
+        if token_id is not None and self.n_tokens == 1:
+            self._chunk(now)  # the first token goes out alone, at once
 
     def _chunk(self, now: float) -> None:
         """Buffered steps → tokens events of at most `chunk_tokens` ids each."""
@@ -100,7 +102,7 @@ class JobPublisher:
             return 0.0
         if not self._buffer:
             return None
-        if self._n_buffered >= self.chunk_tokens or self.n_tokens == self._n_buffered:
+        if self._n_buffered >= self.chunk_tokens:
             return 0.0
         assert self._first_at is not None
         return self._first_at + self.chunk_s

@@ -46,8 +46,8 @@ def test_a_late_take_still_cuts_chunks_of_at_most_chunk_tokens():
     jp = publisher(chunk_tokens=2, next_seq=1)
     for i in range(5):
         jp.token(i, str(i), None, now=0.0)
-    assert summary(jp.take(0.0)) == [(1, "tokens", 0, [0, 1], "01"), (2, "tokens", 2, [2, 3], "23"),
-                                     (3, "tokens", 4, [4], "4")]
+    assert summary(jp.take(0.0)) == [(1, "tokens", 0, [0], "0"), (2, "tokens", 1, [1, 2], "12"),
+                                     (3, "tokens", 3, [3, 4], "34")]
 
 
 def test_done_flushes_the_buffer_then_ends():
@@ -57,8 +57,9 @@ def test_done_flushes_the_buffer_then_ends():
     jp.token(None, "!", None, now=0.0)  # text released at the end, no token
     jp.done("cancelled", Usage(prompt_tokens=3, completion_tokens=2), None, now=0.0)
     events = jp.take(0.0)
-    assert summary(events) == [(2, "tokens", 0, [1, 2], "xy!"), (3, "done", None, None, None)]
-    assert events[1].finish_reason == "cancelled" and jp.ended
+    assert summary(events) == [(2, "tokens", 0, [1], "x"), (3, "tokens", 1, [2], "y!"),
+                               (4, "done", None, None, None)]
+    assert events[2].finish_reason == "cancelled" and jp.ended
 
 
 def test_resume_skips_tokens_already_published_and_continues_seqs():

@@ -1,0 +1,140 @@
+"""The worker's service without Celery: real engine (numpy, tiny model) + fakeredis.
+
+A job's stream reproduces `orcd run`'s tokens; a re-run after a crash publishes only what is missing;
+bad jobs end with an error event and the worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import time
+
+import fakeredis
+import pytest
+
+from gpu.params import SamplingParams
+from tests.worker.tiny_model import MAX_CONTEXT, reference, tiny_model  # noqa: F401 (fixture)
+from worker import keys
+from worker.client import Client, assemble
+from worker.schemas import Job
+from worker.service import WorkerService
+from worker.settings import load_settings
+from worker.streams import append_events, read_log
+
+
+@pytest.fixture
+def stack(tiny_model):  # noqa: F811
+    settings = load_settings(redis_url="redis://unused", model=str(tiny_model), backend="numpy", max_batch=4,
+                             max_context=MAX_CONTEXT, chunk_tokens=4, chunk_ms=0.0, job_timeout_s=30,
+                             visibility_timeout_s=60)
+    redis = fakeredis.FakeRedis()
+    sent: list = []
+    client = Client(settings=settings, redis=redis, sender=lambda job, queue, priority: sent.append(job))
+    service = WorkerService.load(settings, redis, name="w1")
+    yield client, service, sent
+    service.close()
+
+
+def run(client, service, sent, job) -> list:
+    client.submit(job)
+    outcome = service.run_job(sent[-1].model_dump(mode="json"))
+    assert outcome["job_id"] == job.id
+    return read_log(client.redis, job.id)
+
+
+def test_job_stream_matches_orcd_run(stack, tiny_model):  # noqa: F811
+    client, service, sent = stack
+    params = SamplingParams(max_tokens=10, seed=42, temperature=0.9, ignore_eos=True)
+    log = run(client, service, sent, Job(id="j1", prompt="Hello there", params=params))
+    ids, text, reason = reference(tiny_model, "Hello there", params)
+    result = assemble("j1", log)
+    assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason)
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert [e.type for e in log[:2]] + [log[-1].type] == ["queued", "started", "done"]
+    tokens = [e for e in log if e.type == "tokens"]
+    assert [len(e.ids) for e in tokens][0] == 1 and all(len(e.ids) <= 4 for e in tokens)
+    assert [e.index for e in tokens] == [sum(len(t.ids) for t in tokens[:k]) for k in range(len(tokens))]
+    assert result.usage.completion_tokens == 10
+
+
+def test_rerun_after_a_crash_publishes_only_what_is_missing(stack):
+    client, service, sent = stack
+    params = SamplingParams(max_tokens=12, seed=5, ignore_eos=True)
+    full = run(client, service, sent, Job(id="full", prompt="abc", params=params))
+    # the same job again, as if its first worker died after its 4th event (queued, started, 2 chunks)
+    client.submit(Job(id="crashed", prompt="abc", params=params))
+    first_attempt = [e.model_copy(update={"job_id": "crashed"}) for e in full[1:4]]
+    append_events(client.redis, first_attempt, live_ttl_s=60, result_ttl_s=60)
+    service.run_job(sent[-1].model_dump(mode="json"))
+    log = read_log(client.redis, "crashed")
+    assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert [(e.type, getattr(e, "attempt", None)) for e in log if e.type == "started"] == [
+        ("started", 1), ("started", 2)]
+    assert log[4].type == "started"
+    rerun = assemble("crashed", log)
+    original = assemble("full", full)
+    assert (rerun.token_ids, rerun.text) == (original.token_ids, original.text)
+    tokens = [e for e in log if e.type == "tokens"]
+    assert tokens[2].index == full[3].index + len(full[3].ids)
+
+
+def test_redelivered_after_the_end_does_nothing(stack):
+    client, service, sent = stack
+    log = run(client, service, sent, Job(id="once", prompt="x", params=SamplingParams(max_tokens=3, seed=1)))
+    assert service.run_job(sent[-1].model_dump(mode="json")) == {"job_id": "once", "status": "already-ended"}
+    assert read_log(client.redis, "once") == log
+
+
+def test_malformed_jobs_end_with_an_error_and_the_worker_keeps_serving(stack):
+    client, service, sent = stack
+    client.submit(Job(id="bad", prompt="x"))
+    payload = sent[-1].model_dump(mode="json") | {"params": {"temperature": "hot"}}
+    assert service.run_job(payload) == {"job_id": "bad", "status": "error"}
+    [_, error] = read_log(client.redis, "bad")
+    assert (error.type, error.seq, error.error_type) == ("error", 2, "InvalidJob")
+    assert "temperature" in error.message
+    assert client.status("bad")["status"] == "error"
+    assert service.run_job({"prompt": "no id"}) == {"job_id": None, "status": "dropped"}
+    log = run(client, service, sent, Job(id="good", prompt="x", params=SamplingParams(max_tokens=2, seed=1)))
+    assert log[-1].type == "done"
+
+
+def test_too_long_for_the_context_is_refused(stack):
+    client, service, sent = stack
+    job = Job(id="long", prompt="x", params=SamplingParams(max_tokens=MAX_CONTEXT))
+    log = run(client, service, sent, job)
+    assert log[-1].type == "error" and log[-1].error_type == "ContextTooLong"
+    assert f"exceeds the worker's max context ({MAX_CONTEXT})" in log[-1].message
+
+
+def test_other_model_is_refused(stack):
+    client, service, sent = stack
+    client.submit(Job(id="other", prompt="x", model="some-other-model"))
+    service.run_job(sent[-1].model_dump(mode="json"))
+    error = read_log(client.redis, "other")[-1]
+    assert (error.error_type, error.message) == (
+        "InvalidJob", "job other is for model 'some-other-model'; this worker serves 'tiny-queue'")
+
+
+def test_cancelled_before_start_never_runs(stack):
+    client, service, sent = stack
+    client.submit(Job(id="c", prompt="x"))
+    client.cancel("c")
+    service.run_job(sent[-1].model_dump(mode="json"))
+    log = read_log(client.redis, "c")
+    assert [e.type for e in log] == ["queued", "done"]
+    assert (log[-1].finish_reason, log[-1].usage.completion_tokens) == ("cancelled", 0)
+    assert client.status("c")["status"] == "cancelled"
+
+
+def test_heartbeat_describes_the_worker(stack):
+    client, service, _ = stack
+    beat = service.heartbeat()
+    assert (beat["name"], beat["model"], beat["queue"], beat["backend"], beat["max_batch"]) == (
+        "w1", "tiny-queue", "orcd.tiny-queue", "numpy", 4)
+    deadline = time.monotonic() + 5.0
+    while not client.redis.exists(keys.worker("w1")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the heartbeat thread's first beat
+    assert client.redis.hget(keys.worker("w1"), "model") == b"tiny-queue"
+    assert 0 < client.redis.ttl(keys.worker("w1")) <= 15
+    service.close()
+    assert not client.redis.exists(keys.worker("w1"))
