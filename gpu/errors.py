@@ -40,4 +40,4 @@ class SamplingError(EngineError):
 
 
 class GenerationError(EngineError):
-    """A request that cannot be generated: empty prompt, prompt filling the context, bad stop id."""
+    """A request that cannot be generated: empty prompt, prompt filling the context, logit_bias id ≥ vocab."""
