@@ -1,0 +1,327 @@
+"""GPU benchmark (run on the device): the CUDA engine next to llama.cpp (CUDA) and HF transformers
+(eager, bf16) on the same card, in one run.
+
+Models: random-weight GGUFs of Qwen2.5-0.5B shape (F16, Q8_0) and Phi-3-mini shape (F16), written here
+with gguf_loader.synthetic (HF builds the same shapes from a config, random weights). Figures: decode
+tok/s at batch 1/8/32/64 (32-token prompts, greedy, 64 steps, logits copied to the host each step as the
+engine API returns them), prefill tok/s for one 512-token prompt, and the bandwidth limit = measured
+device copy bandwidth / weight bytes read per decoded token. Writes JSON lines to --out and prints a
+markdown table last.
+
+    python3 bench/gpu_bench.py --out $OUT/bench.jsonl [--models qwen-f16,qwen-q8,phi3-f16] [--no-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+QWEN = dict(
+    arch="qwen2",
+    n_layers=24,
+    dim=896,
+    n_heads=14,
+    n_kv_heads=2,
+    hidden_dim=4864,
+    vocab_size=151936,
+    tied=True,
+    rope_theta=1e6,
+    norm_eps=1e-6,
+    context_length=32768,
+)
+PHI3 = dict(
+    arch="phi3",
+    n_layers=32,
+    dim=3072,
+    n_heads=32,
+    n_kv_heads=32,
+    hidden_dim=8192,
+    vocab_size=32064,
+    rope_theta=10000.0,
+    norm_eps=1e-5,
+    context_length=4096,
+)
+MODELS = {"qwen-f16": (QWEN, "f16"), "qwen-q8": (QWEN, "q8_0"), "phi3-f16": (PHI3, "f16")}
+BATCHES = (1, 8, 32, 64)
+PROMPT, STEPS, PREFILL = 32, 64, 512
+
+results: list[dict] = []
+
+
+def record(out: Path, **row) -> None:
+    results.append(row)
+    print(json.dumps(row), flush=True)
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def guarded(out: Path, what: str, fn) -> None:
+    t0 = time.perf_counter()
+    try:
+        fn()
+    except Exception as exc:  # one failing section must not lose the others' figures
+        traceback.print_exc()
+        record(out, section=what, error=f"{type(exc).__name__}: {exc}")
+    print(f"[{what}: {time.perf_counter() - t0:.1f} s]", flush=True)
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10)."""
+    import pycuda.autoprimaryctx  # noqa: F401  (a context for this measurement only)
+    import pycuda.driver as cuda
+
+    n = 1 << 30
+    a, b = cuda.mem_alloc(n), cuda.mem_alloc(n)
+    cuda.memset_d32(a, 0x3C003C00, n // 4)
+    start, end = cuda.Event(), cuda.Event()
+    times = []
+    for _ in range(12):
+        start.record()
+        cuda.memcpy_dtod(b, a, n)
+        end.record()
+        end.synchronize()
+        times.append(end.time_since(start) / 1e3)
+    a.free(), b.free()
+    return 2 * n / float(np.median(times[2:]))
+
+
+def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
+    from gpu.cuda_engine import CudaEngine
+
+    eng = CudaEngine.load(path, max_batch=max(BATCHES), max_context=1024)
+    rt = eng.rt
+    w = eng.weights
+    read_per_token = rt.allocated["weights"] - (0 if eng.config.tied_embeddings else w.token_embd.nbytes)
+    record(
+        out,
+        section="engine-load",
+        model=name,
+        card=rt.name,
+        load_s=round(eng.load_seconds, 2),
+        weight_gib=round(rt.allocated["weights"] / 2**30, 3),
+        bytes_per_param=round(rt.allocated["weights"] / w.n_params, 3),
+        bandwidth_limit_tok_s=round(bandwidth / read_per_token, 1),
+        memory=rt.memory_report(),
+    )
+    rng = np.random.default_rng(0)
+    vocab = eng.config.vocab_size
+    for batch in BATCHES:
+        slots = [eng.alloc() for _ in range(batch)]
+        logits = eng.prefill(slots, [rng.integers(0, vocab, PROMPT).tolist() for _ in slots])
+        for _ in range(3):  # first call of this batch size: eager + graph capture
+            logits = eng.decode(slots, logits.argmax(axis=1).tolist())
+        t0 = time.perf_counter()
+        for _ in range(STEPS):
+            logits = eng.decode(slots, logits.argmax(axis=1).tolist())
+        dt = time.perf_counter() - t0
+        record(
+            out,
+            section="decode",
+            engine="orcd",
+            model=name,
+            batch=batch,
+            tok_s=round(batch * STEPS / dt, 1),
+            step_ms=round(1e3 * dt / STEPS, 3),
+        )
+        for s in slots:
+            eng.free(s)
+    slot = eng.alloc()
+    prompt = rng.integers(0, vocab, PREFILL).tolist()
+    times = []
+    for _ in range(4):
+        eng.free(slot)
+        slot = eng.alloc()
+        t0 = time.perf_counter()
+        eng.prefill([slot], [prompt])
+        times.append(time.perf_counter() - t0)
+    record(
+        out,
+        section="prefill",
+        engine="orcd",
+        model=name,
+        tokens=PREFILL,
+        tok_s=round(PREFILL / float(np.median(times[1:])), 1),
+    )
+    eng.close()
+    if name == "qwen-f16":  # what the CUDA graphs buy at batch 1
+        eng = CudaEngine.load(path, max_batch=1, max_context=1024, use_graphs=False)
+        slot = eng.alloc()
+        logits = eng.prefill([slot], [rng.integers(0, vocab, PROMPT).tolist()])
+        for _ in range(3):
+            logits = eng.decode([slot], logits.argmax(axis=1).tolist())
+        t0 = time.perf_counter()
+        for _ in range(STEPS):
+            logits = eng.decode([slot], logits.argmax(axis=1).tolist())
+        dt = time.perf_counter() - t0
+        record(
+            out, section="decode", engine="orcd-no-graphs", model=name, batch=1, tok_s=round(STEPS / dt, 1)
+        )
+        eng.close()
+
+
+def bench_llama_cpp(out: Path, name: str, path: Path) -> None:
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(path), n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=False, seed=0
+    )
+    rng = np.random.default_rng(0)
+    vocab = llm.n_vocab()
+    llm.reset()
+    llm.eval(rng.integers(0, vocab, PROMPT).tolist())
+    for _ in range(3):
+        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+    dt = time.perf_counter() - t0
+    record(out, section="decode", engine="llama.cpp", model=name, batch=1, tok_s=round(STEPS / dt, 1))
+    prompt = rng.integers(0, vocab, PREFILL).tolist()
+    times = []
+    for _ in range(4):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt)
+        times.append(time.perf_counter() - t0)
+    record(
+        out,
+        section="prefill",
+        engine="llama.cpp",
+        model=name,
+        tokens=PREFILL,
+        tok_s=round(PREFILL / float(np.median(times[1:])), 1),
+    )
+    del llm
+    gc.collect()
+
+
+def bench_hf(out: Path, name: str, spec: dict) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, Phi3Config, Qwen2Config
+
+    if spec["arch"] == "qwen2":
+        cfg = Qwen2Config(
+            vocab_size=spec["vocab_size"],
+            hidden_size=spec["dim"],
+            intermediate_size=spec["hidden_dim"],
+            num_hidden_layers=spec["n_layers"],
+            num_attention_heads=spec["n_heads"],
+            num_key_value_heads=spec["n_kv_heads"],
+            tie_word_embeddings=True,
+            rope_theta=spec["rope_theta"],
+            max_position_embeddings=spec["context_length"],
+        )
+    else:
+        cfg = Phi3Config(
+            vocab_size=spec["vocab_size"],
+            hidden_size=spec["dim"],
+            intermediate_size=spec["hidden_dim"],
+            num_hidden_layers=spec["n_layers"],
+            num_attention_heads=spec["n_heads"],
+            num_key_value_heads=spec["n_kv_heads"],
+            max_position_embeddings=spec["context_length"],
+            original_max_position_embeddings=spec["context_length"],
+        )
+    cfg._attn_implementation = "eager"
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="eager")
+    model.eval()
+    model.generation_config.eos_token_id = None
+    torch.manual_seed(0)
+    for batch in (1, 32):
+        ids = torch.randint(0, spec["vocab_size"], (batch, PROMPT), device="cuda")
+        kw = dict(max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False, pad_token_id=0)
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model.generate(ids, **kw)
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        record(
+            out,
+            section="decode",
+            engine="hf-eager-bf16",
+            model=name,
+            batch=batch,
+            tok_s=round(batch * STEPS / dt, 1),
+        )
+    ids = torch.randint(0, spec["vocab_size"], (1, PREFILL), device="cuda")
+    with torch.no_grad():
+        model(ids)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(ids)
+        torch.cuda.synchronize()
+    record(
+        out,
+        section="prefill",
+        engine="hf-eager-bf16",
+        model=name,
+        tokens=PREFILL,
+        tok_s=round(PREFILL / (time.perf_counter() - t0), 1),
+    )
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def table() -> str:
+    lines = [
+        "| model | engine | " + " | ".join(f"decode b{b} tok/s" for b in BATCHES) + " | prefill 512 tok/s |",
+        "|---|---|" + "---|" * (len(BATCHES) + 1),
+    ]
+    keys = sorted({(r["model"], r["engine"]) for r in results if "engine" in r and "model" in r})
+    for model, engine in keys:
+        rows = [r for r in results if r.get("model") == model and r.get("engine") == engine]
+        dec = {r["batch"]: r["tok_s"] for r in rows if r["section"] == "decode"}
+        pre = next((r["tok_s"] for r in rows if r["section"] == "prefill"), "")
+        lines.append(
+            f"| {model} | {engine} | " + " | ".join(str(dec.get(b, "")) for b in BATCHES) + f" | {pre} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench.jsonl"))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/orcd-bench"))
+    parser.add_argument("--no-peers", action="store_true", help="the CUDA engine only")
+    args = parser.parse_args()
+    from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    bandwidth = copy_bandwidth()
+    import pycuda.driver as cuda
+
+    record(args.out, section="card", card=cuda.Device(0).name(), copy_gb_s=round(bandwidth / 1e9, 1))
+    for name in args.models.split(","):
+        spec, dtype = MODELS[name]
+        path = args.workdir / f"{name}.gguf"
+        if not path.exists():
+            t0 = time.perf_counter()
+            kwargs = {k: v for k, v in spec.items() if k != "arch"}
+            write_synthetic_model(path, spec["arch"], vocab=BYTE_VOCAB, dtype=dtype, **kwargs)
+            print(
+                f"[wrote {path} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s]"
+            )
+        guarded(args.out, f"orcd {name}", lambda n=name, p=path: bench_engine(args.out, n, p, bandwidth))
+        if not args.no_peers:
+            guarded(args.out, f"llama.cpp {name}", lambda n=name, p=path: bench_llama_cpp(args.out, n, p))
+            if dtype == "f16":
+                guarded(args.out, f"hf {name}", lambda n=name, s=spec: bench_hf(args.out, n, s))
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
