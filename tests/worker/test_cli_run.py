@@ -88,6 +88,12 @@ def test_chat_renders_the_template(fake_model, capsys):
     assert capsys.readouterr().out == "Paris!"
 
 
+def test_a_prompt_filling_the_context_is_one_error_line(fake_model, capsys):
+    assert main(["run", "hi", "--ctx-size", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "orcd run: prompt of 3 tokens leaves no room in a context of 3\n"
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--temperature", "-1"), ("--top-p", "0"), ("--logprobs", "21"),
                                              ("--repeat-penalty", "nan"), ("--max-tokens", "0")])
 def test_invalid_flags_exit_2_naming_the_flag(fake_model, capsys, flag, value):
