@@ -1,5 +1,5 @@
-"""The gateway's `Backend` over the queue: worker.client.Client to submit and cancel, the replaying
-subscriber (worker.streams.afollow) for events, worker heartbeats for liveness.
+"""The gateway's `Backend` over the queue: worker.client.Client to submit and cancel, a shared
+replaying subscriber (worker.gateway_hub) for events, worker heartbeats for liveness.
 
 The client's blocking calls run in worker threads; submits go through one thread, since they end in
 Celery's `send_task`, whose producer is not meant to be shared across threads at once.
@@ -20,8 +20,8 @@ from . import errors, keys
 from .client import Client
 from .gateway_backend import JobEvent, WorkerInfo
 from .gateway_errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, QueueFull
+from .gateway_hub import EventHub
 from .schemas import Job
-from .streams import afollow
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ class RedisBackend:
     def __init__(self, client: Client, *, retry_after_s: int = 2) -> None:
         self.client = client
         self.retry_after_s = retry_after_s
-        self.aredis = aredis.Redis.from_url(client.settings.redis_url, socket_connect_timeout=2)
+        pool = aredis.BlockingConnectionPool.from_url(client.settings.redis_url, max_connections=64, timeout=10,
+                                                      socket_connect_timeout=2)
+        self.aredis = aredis.Redis(connection_pool=pool)  # log reads wait for a connection, never fail
+        self.hub = EventHub(self.aredis)
         self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcd-gateway-submit")
         self._workers: tuple[float, list[WorkerInfo]] = (0.0, [])
 
@@ -54,10 +57,12 @@ class RedisBackend:
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         try:
-            async for event in afollow(self.aredis, job_id, after):
+            async for event in self.hub.follow(job_id, after):
                 yield JobEvent(event.seq, event.type, event.model_dump(mode="json"))
         except errors.JobNotFound as exc:
             raise NotFound(str(exc), param="job_id", code="job_not_found") from exc
+        except redis_lib.RedisError as exc:
+            raise BrokerUnavailable(f"job {job_id}: broker unavailable while streaming: {exc}") from exc
 
     async def cancel(self, job_id: str) -> str:
         try:
@@ -88,5 +93,6 @@ class RedisBackend:
 
     async def close(self) -> None:
         self._submitter.shutdown(wait=False)
+        await self.hub.close()
         await self.aredis.aclose()
         self.client.close()
