@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
 
 # ---------------------------------------------------------------- server side (subprocess)
+
 
 def fake_engine_sender(redis_url: str, token_delay_s: float):
     """A Client sender that plays the worker: started, one tokens event per token, done."""
@@ -53,14 +53,20 @@ def fake_engine_sender(redis_url: str, token_delay_s: float):
             if token_delay_s:
                 time.sleep(token_delay_s)
             append_events(conn, [Tokens(job_id=job.id, seq=3 + i, index=i, ids=[i], text=f" t{i}")], **ttl)
-        done = Done(job_id=job.id, seq=3 + job.params.max_tokens, finish_reason="length",
-                    usage=Usage(prompt_tokens=1, completion_tokens=job.params.max_tokens))
+        done = Done(
+            job_id=job.id,
+            seq=3 + job.params.max_tokens,
+            finish_reason="length",
+            usage=Usage(prompt_tokens=1, completion_tokens=job.params.max_tokens),
+        )
         append_events(conn, [done], **ttl)
 
     def send(job, _queue: str, _priority: int) -> None:
         threading.Thread(target=run, args=(job,), daemon=True).start()
 
-    conn.hset("orcd:worker:bench-fake", mapping={"name": "bench-fake", "model": MODEL, "active": 0, "queued": 0})
+    conn.hset(
+        "orcd:worker:bench-fake", mapping={"name": "bench-fake", "model": MODEL, "active": 0, "queued": 0}
+    )
     return send
 
 
@@ -86,12 +92,15 @@ def serve(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- client side
 
+
 async def stream_job(port: int, max_tokens: int) -> list[tuple[float, str, dict]]:
     """POST /execute over a raw connection; (arrival time, event type, data) for every event."""
     body = json.dumps({"model": MODEL, "prompt": "x", "params": {"max_tokens": max_tokens}}).encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /execute HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /execute HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
     status = await reader.readline()
     if b" 200 " not in status:
         raise RuntimeError(f"gateway answered {status!r}")
@@ -161,6 +170,7 @@ async def overhead(port: int, jobs: int, tokens: int, parallel: int) -> tuple[fl
 
 async def hold(port: int, k: int, tokens: int, token_delay: float) -> tuple[int, float]:
     """(streams that got every event on time, worst lateness in s) for `k` simultaneous streams."""
+
     async def one() -> float | None:
         try:
             events = await stream_job(port, tokens)
@@ -187,8 +197,19 @@ def start_server(backend: str, token_delay: float, redis_db: int) -> tuple[subpr
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, __file__, "--serve", "--backend", backend, "--port", str(port),
-           "--token-delay", str(token_delay), "--redis-db", str(redis_db)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--serve",
+        "--backend",
+        backend,
+        "--port",
+        str(port),
+        "--token-delay",
+        str(token_delay),
+        "--redis-db",
+        str(redis_db),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -226,8 +247,10 @@ def main() -> None:
     try:
         for parallel in (1, 8):
             us, tok_s = asyncio.run(overhead(port, args.jobs, args.tokens, parallel))
-            print(f"  {parallel} stream(s) at once: {us:7.1f} µs/token per stream (fake engine alone "
-                  f"{base:.1f}), {tok_s:8.0f} tokens/s through the gateway")
+            print(
+                f"  {parallel} stream(s) at once: {us:7.1f} µs/token per stream (fake engine alone "
+                f"{base:.1f}), {tok_s:8.0f} tokens/s through the gateway"
+            )
     finally:
         proc.terminate()
         proc.wait()
@@ -246,8 +269,10 @@ def main() -> None:
 
             t0 = time.perf_counter()
             held, late = asyncio.run(watch())
-            print(f"  {k:5d} streams at 1 token/s for 10 s: {held} complete, worst lateness {late:.2f} s, "
-                  f"server RSS peak {peak[0]:.0f} MiB, {time.perf_counter() - t0:.1f} s")
+            print(
+                f"  {k:5d} streams at 1 token/s for 10 s: {held} complete, worst lateness {late:.2f} s, "
+                f"server RSS peak {peak[0]:.0f} MiB, {time.perf_counter() - t0:.1f} s"
+            )
             if held < k or late > 2.0:
                 break
     finally:

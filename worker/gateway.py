@@ -32,7 +32,9 @@ PLAYGROUND = Path(__file__).parent / "static" / "playground.html"
 
 
 def sse_response(job_id: str, body: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, "X-Job-ID": job_id})
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={**SSE_HEADERS, "X-Job-ID": job_id}
+    )
 
 
 def create_app(backend: Backend, settings: GatewaySettings | None = None) -> FastAPI:
@@ -55,23 +57,30 @@ def create_app(backend: Backend, settings: GatewaySettings | None = None) -> Fas
         """Validate and enqueue a job, then stream its events (``id:`` seq, ``event:`` type, JSON data)."""
         job, submitted = await gw.submit(request, job)
         events = backend.events(job.id)
-        return sse_response(job.id, gw.stream(request, job.id, events, job.model, submitted,
-                                              lambda e: [format_event(e)]))
+        return sse_response(
+            job.id, gw.stream(request, job.id, events, job.model, submitted, lambda e: [format_event(e)])
+        )
 
     @app.get("/jobs/{job_id}/events")
-    async def resume(job_id: str, request: Request, last_event_id: int = Header(0, ge=0)) -> StreamingResponse:
+    async def resume(
+        job_id: str, request: Request, last_event_id: int = Header(0, ge=0)
+    ) -> StreamingResponse:
         """A job's events after seq `Last-Event-ID` (0: all): replayed from its log, then live."""
         if not await backend.exists(job_id):
             raise NotFound(f"job {job_id} not found", param="job_id", code="job_not_found")
         events = backend.events(job_id, after=last_event_id)
-        return sse_response(job_id, gw.stream(request, job_id, events, "-", None, lambda e: [format_event(e)]))
+        return sse_response(
+            job_id, gw.stream(request, job_id, events, "-", None, lambda e: [format_event(e)])
+        )
 
     @app.delete("/jobs/{job_id}")
     async def cancel(job_id: str, request: Request) -> JSONResponse:
         """Cancel a job: 202 while it stops, 200 when it had already ended, 404 when unknown."""
         status = await backend.cancel(job_id)
         logger.info("job %s cid %s: cancel requested (%s)", job_id, correlation_id(request), status)
-        return JSONResponse({"job_id": job_id, "status": status}, status_code=202 if status == "cancelling" else 200)
+        return JSONResponse(
+            {"job_id": job_id, "status": status}, status_code=202 if status == "cancelling" else 200
+        )
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -80,8 +89,11 @@ def create_app(backend: Backend, settings: GatewaySettings | None = None) -> Fas
         models: dict[str, int] = {}
         for w in await backend.workers() if broker else []:
             models[w.model] = models.get(w.model, 0) + 1
-        body = {"status": "ok" if broker else "broker_unavailable", "broker": broker,
-                "models": {m: {"live_workers": n} for m, n in sorted(models.items())}}
+        body = {
+            "status": "ok" if broker else "broker_unavailable",
+            "broker": broker,
+            "models": {m: {"live_workers": n} for m, n in sorted(models.items())},
+        }
         return JSONResponse(body, status_code=200 if broker else 503)
 
     @app.get("/metrics")

@@ -15,8 +15,14 @@ class GatewayError(Exception):
     type = "internal_error"
     openai_type = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -25,10 +31,22 @@ class GatewayError(Exception):
 
     def body(self, openai: bool, correlation_id: str) -> dict[str, Any]:
         if openai:
-            return {"error": {"message": self.message, "type": self.openai_type, "param": self.param,
-                              "code": self.code}}
-        return {"error": {"type": self.type, "message": self.message, "field": self.param,
-                          "correlation_id": correlation_id}}
+            return {
+                "error": {
+                    "message": self.message,
+                    "type": self.openai_type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
+        return {
+            "error": {
+                "type": self.type,
+                "message": self.message,
+                "field": self.param,
+                "correlation_id": correlation_id,
+            }
+        }
 
 
 class InvalidRequest(GatewayError):

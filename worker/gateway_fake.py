@@ -31,9 +31,16 @@ class _FakeJob:
 class FakeBackend:
     """Jobs run as asyncio tasks: wait `queue_delay_s`, then one token per `token_delay_s`."""
 
-    def __init__(self, models: tuple[str, ...] = ("fake-model",), *, queue_delay_s: float = 0.0,
-                 token_delay_s: float = 0.0, capacity: int = 1_000_000, retry_after_s: int = 1,
-                 broker_up: bool = True) -> None:
+    def __init__(
+        self,
+        models: tuple[str, ...] = ("fake-model",),
+        *,
+        queue_delay_s: float = 0.0,
+        token_delay_s: float = 0.0,
+        capacity: int = 1_000_000,
+        retry_after_s: int = 1,
+        broker_up: bool = True,
+    ) -> None:
         self.live = [WorkerInfo(name=f"fake-worker-{i}", model=m) for i, m in enumerate(models)]
         self.queue_delay_s = queue_delay_s
         self.token_delay_s = token_delay_s
@@ -46,11 +53,14 @@ class FakeBackend:
     async def submit(self, job: Job) -> None:
         running = sum(not j.finished for j in self.jobs.values())
         if running >= self.capacity:
-            raise QueueFull(f"queue for model {job.model!r} is full ({running} jobs)",
-                            retry_after_s=self.retry_after_s)
+            raise QueueFull(
+                f"queue for model {job.model!r} is full ({running} jobs)", retry_after_s=self.retry_after_s
+            )
         state = _FakeJob(job)
         self.jobs[job.id] = state
-        self._emit(state, "queued", {"model": job.model, "queue": f"orcd.{job.model}", "priority": job.priority})
+        self._emit(
+            state, "queued", {"model": job.model, "queue": f"orcd.{job.model}", "priority": job.priority}
+        )
         task = asyncio.create_task(self._run(state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -81,7 +91,10 @@ class FakeBackend:
     def _done(state: _FakeJob, reason: str, n_tokens: int) -> dict:
         text = state.job.prompt or " ".join(m.content for m in state.job.messages or ())
         prompt_tokens = len(text.split())  # the fake's "tokenizer": one token per word
-        return {"finish_reason": reason, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens}}
+        return {
+            "finish_reason": reason,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens},
+        }
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
         state = self.jobs.get(job_id)

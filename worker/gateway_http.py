@@ -56,14 +56,19 @@ class CorrelationMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (CORRELATION_HEADER.encode(), cid.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (CORRELATION_HEADER.encode(), cid.encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            self.metrics.requests.labels(scope["method"], getattr(route, "path", "unmatched"), str(status)).inc()
+            self.metrics.requests.labels(
+                scope["method"], getattr(route, "path", "unmatched"), str(status)
+            ).inc()
 
 
 class BodyLimitMiddleware:
@@ -108,12 +113,20 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, send: Send, size: int) -> None:
-        error = PayloadTooLarge(f"request body of {size}+ bytes is over the limit of {self.max_bytes} bytes",
-                                param="body", code="payload_too_large")
+        error = PayloadTooLarge(
+            f"request body of {size}+ bytes is over the limit of {self.max_bytes} bytes",
+            param="body",
+            code="payload_too_large",
+        )
         cid = scope.get("state", {}).get("correlation_id", "-")
         body = json.dumps(error.body(is_openai(scope["path"]), cid)).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -121,9 +134,18 @@ def error_response(request: Request, error: GatewayError, metrics: GatewayMetric
     cid = correlation_id(request)
     metrics.errors.labels(error.type).inc()
     log = logger.error if error.status in (500, 502) else logger.warning  # a bug or a failed job
-    log("%s %s cid %s -> %d %s: %s", request.method, request.url.path, cid, error.status, error.type, error.message)
-    return JSONResponse(error.body(is_openai(request.url.path), cid), status_code=error.status,
-                        headers=error.headers)
+    log(
+        "%s %s cid %s -> %d %s: %s",
+        request.method,
+        request.url.path,
+        cid,
+        error.status,
+        error.type,
+        error.message,
+    )
+    return JSONResponse(
+        error.body(is_openai(request.url.path), cid), status_code=error.status, headers=error.headers
+    )
 
 
 def install_error_handlers(app: FastAPI, metrics: GatewayMetrics) -> None:

@@ -15,23 +15,42 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("orcd_gateway_requests", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=r)
-        self.errors = Counter("orcd_gateway_errors", "errors by type (HTTP answers and job error events)",
-                              ["type"], registry=r)
+        self.requests = Counter(
+            "orcd_gateway_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "orcd_gateway_errors", "errors by type (HTTP answers and job error events)", ["type"], registry=r
+        )
         self.active_streams = Gauge("orcd_gateway_active_streams", "event streams being sent", registry=r)
-        self.active_jobs = Gauge("orcd_gateway_active_jobs", "jobs running on live workers (heartbeats)",
-                                 ["model"], registry=r)
-        self.queue_depth = Gauge("orcd_gateway_queue_depth", "jobs waiting for a live worker (heartbeats)",
-                                 ["model"], registry=r)
-        self.live_workers = Gauge("orcd_gateway_live_workers", "workers with a current heartbeat",
-                                  ["model"], registry=r)
-        self.ttft = Histogram("orcd_gateway_ttft_seconds", "submit to first tokens event, seen by the gateway",
-                              ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.job_duration = Histogram("orcd_gateway_job_duration_seconds", "submit to done/error",
-                                      ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("orcd_gateway_tokens_generated", "tokens streamed to clients", ["model"],
-                              registry=r)
+        self.active_jobs = Gauge(
+            "orcd_gateway_active_jobs", "jobs running on live workers (heartbeats)", ["model"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "orcd_gateway_queue_depth", "jobs waiting for a live worker (heartbeats)", ["model"], registry=r
+        )
+        self.live_workers = Gauge(
+            "orcd_gateway_live_workers", "workers with a current heartbeat", ["model"], registry=r
+        )
+        self.ttft = Histogram(
+            "orcd_gateway_ttft_seconds",
+            "submit to first tokens event, seen by the gateway",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.job_duration = Histogram(
+            "orcd_gateway_job_duration_seconds",
+            "submit to done/error",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "orcd_gateway_tokens_generated", "tokens streamed to clients", ["model"], registry=r
+        )
 
     def observe_workers(self, workers: list[WorkerInfo]) -> None:
         for gauge in (self.active_jobs, self.queue_depth, self.live_workers):

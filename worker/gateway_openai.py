@@ -19,8 +19,17 @@ from .gateway_service import Gateway, make_job
 from .gateway_sse import SSE_HEADERS, format_data
 
 # OpenAI request field -> SamplingParams field (extensions as vLLM names them)
-_PARAM_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                 "frequency_penalty", "seed", "ignore_eos")
+_PARAM_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "ignore_eos",
+)
 
 
 class TextPart(BaseModel):
@@ -116,7 +125,9 @@ def _job_error(event: JobEvent) -> GatewayError:
     """A job that ended in `error`: the worker's message, as a 422 when the input was at fault."""
     data = event.data
     kind = str(data.get("error_type") or data.get("kind") or "error")
-    error = (InvalidRequest if data.get("client_error") else GatewayError)(str(data.get("message", kind)), code=kind)
+    error = (InvalidRequest if data.get("client_error") else GatewayError)(
+        str(data.get("message", kind)), code=kind
+    )
     if not data.get("client_error"):
         error.status, error.type = 502, "job_error"
     return error
@@ -135,8 +146,13 @@ class _Renderer:
 
     def _chunk(self, choice: dict[str, Any] | None, usage: dict[str, int] | None = None) -> bytes:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                                "choices": [choice] if choice else []}
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice] if choice else [],
+        }
         if usage is not None:
             body["usage"] = usage
         return format_data(body)
@@ -155,7 +171,11 @@ class _Renderer:
         if event.type == "tokens" and event.data.get("text"):
             return [self._chunk(self._choice(event.data["text"], None))]
         if event.type == "done":
-            out = [self._chunk(self._choice(None if self.kind == "chat" else "", event.data.get("finish_reason")))]
+            out = [
+                self._chunk(
+                    self._choice(None if self.kind == "chat" else "", event.data.get("finish_reason"))
+                )
+            ]
             if self.include_usage:
                 out.append(self._chunk(None, _usage(event.data)))
             return [*out, format_data("[DONE]")]
@@ -168,19 +188,34 @@ class _Renderer:
         text = "".join(self.text)
         finish = done.data.get("finish_reason")
         if self.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": finish}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-        return {"id": self.id, "object": "chat.completion" if self.kind == "chat" else "text_completion",
-                "created": self.created, "model": self.model, "choices": [choice], "usage": _usage(done.data)}
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage(done.data),
+        }
 
 
 def openai_router(gw: Gateway) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    async def run(request: Request, body: _Sampling, kind: Literal["chat", "text"], prompt: dict[str, Any],
-                  max_tokens: int | None) -> Response:
+    async def run(
+        request: Request,
+        body: _Sampling,
+        kind: Literal["chat", "text"],
+        prompt: dict[str, Any],
+        max_tokens: int | None,
+    ) -> Response:
         job = make_job({"model": body.model, **prompt, "params": body.params(max_tokens)}, strip="params.")
         job, submitted = await gw.submit(request, job)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -188,7 +223,9 @@ def openai_router(gw: Gateway) -> APIRouter:
         events = gw.backend.events(job.id)
         if body.stream:
             stream = gw.stream(request, job.id, events, body.model, submitted, renderer.render)
-            return StreamingResponse(stream, media_type="text/event-stream", headers={**SSE_HEADERS, "X-Job-ID": job.id})
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={**SSE_HEADERS, "X-Job-ID": job.id}
+            )
         async for event in gw.follow(job.id, events, body.model, submitted):
             if event.type == "tokens":
                 renderer.text.append(event.data.get("text", ""))
@@ -204,8 +241,10 @@ def openai_router(gw: Gateway) -> APIRouter:
         live: dict[str, int] = {}
         for w in workers:
             live[w.model] = live.get(w.model, 0) + 1
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "worker-orcd", "live_workers": n}
-                for m, n in sorted(live.items())]
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "worker-orcd", "live_workers": n}
+            for m, n in sorted(live.items())
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     @router.post("/completions")
@@ -216,6 +255,8 @@ def openai_router(gw: Gateway) -> APIRouter:
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         messages = [m.as_job_message() for m in body.messages]
-        return await run(request, body, "chat", {"messages": messages}, body.max_completion_tokens or body.max_tokens)
+        return await run(
+            request, body, "chat", {"messages": messages}, body.max_completion_tokens or body.max_tokens
+        )
 
     return router

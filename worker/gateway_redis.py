@@ -32,8 +32,9 @@ class RedisBackend:
     def __init__(self, client: Client, *, retry_after_s: int = 2) -> None:
         self.client = client
         self.retry_after_s = retry_after_s
-        pool = aredis.BlockingConnectionPool.from_url(client.settings.redis_url, max_connections=64, timeout=10,
-                                                      socket_connect_timeout=2)
+        pool = aredis.BlockingConnectionPool.from_url(
+            client.settings.redis_url, max_connections=64, timeout=10, socket_connect_timeout=2
+        )
         self.aredis = aredis.Redis(connection_pool=pool)  # log reads wait for a connection, never fail
         self.hub = EventHub(self.aredis)
         self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcd-gateway-submit")
@@ -79,8 +80,16 @@ class RedisBackend:
         if time.monotonic() - read_at < WORKERS_CACHE_S:
             return cached
         beats = await self._call(self.client.workers)
-        live = [WorkerInfo(name=b.get("name", "?"), model=b.get("model", "?"), active=int(b.get("active", 0)),
-                           queued=int(b.get("queued", 0)), extra=b) for b in beats]
+        live = [
+            WorkerInfo(
+                name=b.get("name", "?"),
+                model=b.get("model", "?"),
+                active=int(b.get("active", 0)),
+                queued=int(b.get("queued", 0)),
+                extra=b,
+            )
+            for b in beats
+        ]
         self._workers = (time.monotonic(), live)
         return live
 

@@ -51,20 +51,30 @@ class Gateway:
         if model in MODELS:
             raise NoWorker(f"no live worker for model {model!r}", param="model", code="no_worker")
         known = sorted({*MODELS, *(w.model for w in workers)})
-        raise UnknownModel(f"model {model!r} not found (known: {', '.join(known)})",
-                           param="model", code="model_not_found")
+        raise UnknownModel(
+            f"model {model!r} not found (known: {', '.join(known)})", param="model", code="model_not_found"
+        )
 
     async def submit(self, request: Request, job: Job) -> tuple[Job, float]:
         """Fill in the model and correlation id, check a worker is live, enqueue; the job and its time."""
         cid = job.correlation_id or correlation_id(request)
-        job = job.model_copy(update={"model": job.model or self.settings.default_model, "correlation_id": cid})
+        job = job.model_copy(
+            update={"model": job.model or self.settings.default_model, "correlation_id": cid}
+        )
         await self.live_workers(job.model)
         await self.backend.submit(job)
         logger.info("job %s cid %s: submitted for model %s", job.id, cid, job.model)
         return job, time.perf_counter()
 
-    def stream(self, request: Request, job_id: str, events: AsyncIterator[JobEvent], model: str,
-               submitted: float | None, render: Callable[[JobEvent], list[bytes]]) -> AsyncIterator[bytes]:
+    def stream(
+        self,
+        request: Request,
+        job_id: str,
+        events: AsyncIterator[JobEvent],
+        model: str,
+        submitted: float | None,
+        render: Callable[[JobEvent], list[bytes]],
+    ) -> AsyncIterator[bytes]:
         cid = correlation_id(request)
         timer = JobTimer(self.metrics, model, submitted)
         abandon = (lambda: self.backend.cancel(job_id)) if self.settings.cancel_on_disconnect else None
@@ -72,16 +82,24 @@ class Gateway:
         async def body() -> AsyncIterator[bytes]:
             self.metrics.active_streams.inc()
             try:
-                async for chunk in job_sse(job_id, events, keepalive_s=self.settings.keepalive_s, render=render,
-                                           on_event=timer, on_abandon=abandon, correlation_id=cid):
+                async for chunk in job_sse(
+                    job_id,
+                    events,
+                    keepalive_s=self.settings.keepalive_s,
+                    render=render,
+                    on_event=timer,
+                    on_abandon=abandon,
+                    correlation_id=cid,
+                ):
                     yield chunk
             finally:
                 self.metrics.active_streams.dec()
 
         return body()
 
-    async def follow(self, job_id: str, events: AsyncIterator[JobEvent], model: str,
-                     submitted: float) -> AsyncIterator[JobEvent]:
+    async def follow(
+        self, job_id: str, events: AsyncIterator[JobEvent], model: str, submitted: float
+    ) -> AsyncIterator[JobEvent]:
         """The events of a job answered as a whole (no stream): observed for metrics, no keep-alives."""
         timer = JobTimer(self.metrics, model, submitted)
         async for event in events:

@@ -31,7 +31,11 @@ def format_event(event: JobEvent) -> bytes:
 
 def format_data(payload: Any) -> bytes:
     """An unnamed SSE message (the OpenAI streaming format: ``data: {...}`` and ``data: [DONE]``)."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    text = (
+        payload
+        if isinstance(payload, str)
+        else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    )
     return f"data: {text}\n\n".encode()
 
 

@@ -57,7 +57,9 @@ def wait_for(predicate, timeout_s: float = 5.0) -> None:
 
 def test_execute_streams_every_event_in_seq_order(server):
     body = {"model": MODEL, "prompt": "one two three", "params": {"max_tokens": 3, "seed": 7}}
-    with httpx.stream("POST", f"{server.url}/execute", json=body, headers={"X-Correlation-ID": "cid-42"}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json=body, headers={"X-Correlation-ID": "cid-42"}
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert r.headers["x-correlation-id"] == "cid-42"
@@ -73,8 +75,12 @@ def test_execute_streams_every_event_in_seq_order(server):
 
 
 def test_job_carries_the_correlation_id_and_defaults_the_model(server, backend):
-    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 1}},
-                      headers={"X-Correlation-ID": "web-req.7"}) as r:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/execute",
+        json={"prompt": "x", "params": {"max_tokens": 1}},
+        headers={"X-Correlation-ID": "web-req.7"},
+    ) as r:
         r.read()
     job = backend.jobs[r.headers["x-job-id"]].job
     assert (job.correlation_id, job.model) == ("web-req.7", MODEL)
@@ -82,24 +88,30 @@ def test_job_carries_the_correlation_id_and_defaults_the_model(server, backend):
 
 def test_bad_correlation_id_is_replaced_by_a_generated_one(server):
     r = httpx.get(f"{server.url}/health", headers={"X-Correlation-ID": "has spaces/and slashes"})
-    assert len(r.headers["x-correlation-id"]) == 32 and r.headers["x-correlation-id"] != "has spaces/and slashes"
+    assert (
+        len(r.headers["x-correlation-id"]) == 32 and r.headers["x-correlation-id"] != "has spaces/and slashes"
+    )
     assert httpx.get(f"{server.url}/health").headers["x-correlation-id"] != r.headers["x-correlation-id"]
 
 
 def test_keepalive_comments_while_queued():
     backend = FakeBackend((MODEL,), queue_delay_s=0.45)
     with serve(backend, keepalive_s=0.1) as srv:
-        with httpx.stream("POST", f"{srv.url}/execute", json={"prompt": "x", "params": {"max_tokens": 1}}) as r:
+        with httpx.stream(
+            "POST", f"{srv.url}/execute", json={"prompt": "x", "params": {"max_tokens": 1}}
+        ) as r:
             messages = parse_sse(r.iter_lines())
     kinds = [m.get("event", "comment") for m in messages]
     assert kinds[0] == "queued" and kinds[-3:] == ["started", "tokens", "done"]
-    waiting = kinds[1:kinds.index("started")]
+    waiting = kinds[1 : kinds.index("started")]
     assert len(waiting) >= 3 and set(waiting) == {"comment"}
     assert {m["comment"] for m in messages if "comment" in m} == {"keep-alive"}
 
 
 def test_resume_replays_after_last_event_id(server):
-    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 4}}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 4}}
+    ) as r:
         full = parse_sse(r.iter_lines())
     job_id = r.headers["x-job-id"]
     with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", headers={"Last-Event-ID": "3"}) as r:
@@ -114,13 +126,17 @@ def test_resume_replays_after_last_event_id(server):
 def test_resume_a_live_job_after_dropping_the_connection():
     backend = FakeBackend((MODEL,), token_delay_s=0.01)
     with serve(backend, cancel_on_disconnect=False) as srv:
-        with httpx.stream("POST", f"{srv.url}/execute", json={"prompt": "x", "params": {"max_tokens": 30}}) as r:
+        with httpx.stream(
+            "POST", f"{srv.url}/execute", json={"prompt": "x", "params": {"max_tokens": 30}}
+        ) as r:
             job_id = r.headers["x-job-id"]
             lines = r.iter_lines()
             first = []
             while len(first) < 4:
                 first += parse_sse(iter([next(lines) for _ in range(4)]))
-        with httpx.stream("GET", f"{srv.url}/jobs/{job_id}/events", headers={"Last-Event-ID": first[-1]["id"]}) as r:
+        with httpx.stream(
+            "GET", f"{srv.url}/jobs/{job_id}/events", headers={"Last-Event-ID": first[-1]["id"]}
+        ) as r:
             rest = parse_sse(r.iter_lines())
     seqs = [int(m["id"]) for m in first + rest]
     assert seqs == list(range(1, 34))  # queued, started, 30 tokens, done: nothing lost, nothing twice
@@ -129,7 +145,9 @@ def test_resume_a_live_job_after_dropping_the_connection():
 
 def test_client_disconnect_cancels_the_job(backend, server):
     backend.token_delay_s = 0.01
-    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5000}}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5000}}
+    ) as r:
         job_id = r.headers["x-job-id"]
         for line in r.iter_lines():
             if line.startswith("event: tokens"):
@@ -142,7 +160,9 @@ def test_client_disconnect_cancels_the_job(backend, server):
 
 def test_delete_cancels_a_running_job(backend, server):
     backend.token_delay_s = 0.01
-    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5000}}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5000}}
+    ) as r:
         job_id = r.headers["x-job-id"]
         lines = r.iter_lines()
         while not next(lines).startswith("event: tokens"):
@@ -180,7 +200,9 @@ def test_invalid_job_is_422_naming_the_field(server, body, field):
 
 
 def test_malformed_json_is_422(server):
-    r = httpx.post(f"{server.url}/execute", content=b'{"prompt": ', headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        f"{server.url}/execute", content=b'{"prompt": ', headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 422 and error_of(r)["type"] == "validation_error"
 
 
@@ -203,7 +225,7 @@ def test_body_over_the_limit_is_413(server):
     big = {"prompt": "x" * 5000}
     r = httpx.post(f"{server.url}/execute", json=big)
     assert (r.status_code, error_of(r)["type"]) == (413, "payload_too_large")
-    chunks = (json.dumps(big)[i:i + 1000].encode() for i in range(0, 5020, 1000))
+    chunks = (json.dumps(big)[i : i + 1000].encode() for i in range(0, 5020, 1000))
     r = httpx.post(f"{server.url}/execute", content=chunks, headers={"Content-Type": "application/json"})
     assert r.status_code == 413  # chunked: no Content-Length, counted while read
     r = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "x" * 5000})
@@ -216,21 +238,29 @@ def test_full_queue_is_429_with_retry_after(backend, server):
     assert (r.status_code, r.headers["retry-after"], error_of(r)["type"]) == (429, "3", "queue_full")
     r = httpx.post(f"{server.url}/v1/completions", json={"model": MODEL, "prompt": "x"})
     assert (r.status_code, r.headers["retry-after"]) == (429, "3")
-    assert error_of(r) == {"message": r.json()["error"]["message"], "type": "rate_limit_error", "param": None,
-                           "code": "queue_full"}
+    assert error_of(r) == {
+        "message": r.json()["error"]["message"],
+        "type": "rate_limit_error",
+        "param": None,
+        "code": "queue_full",
+    }
 
 
 def test_health_reports_broker_and_live_workers(backend, server):
     r = httpx.get(f"{server.url}/health")
-    assert (r.status_code, r.json()) == (200, {"status": "ok", "broker": True,
-                                               "models": {MODEL: {"live_workers": 1}}})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"status": "ok", "broker": True, "models": {MODEL: {"live_workers": 1}}},
+    )
     backend.broker_up = False
     r = httpx.get(f"{server.url}/health")
     assert (r.status_code, r.json()["status"]) == (503, "broker_unavailable")
 
 
 def test_metrics_count_requests_tokens_and_latencies(server):
-    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5}}) as r:
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 5}}
+    ) as r:
         r.read()
     httpx.post(f"{server.url}/execute", json={"prompt": "x", "params": {"temperature": -1}})
     text = httpx.get(f"{server.url}/metrics").text

@@ -35,23 +35,45 @@ def client(server) -> openai.OpenAI:
 
 def test_chat_completion_whole(client, backend):
     answer = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi you"}],
-        max_tokens=3, temperature=0, seed=11, stop=["\n"])
+        model=MODEL,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi you"}],
+        max_tokens=3,
+        temperature=0,
+        seed=11,
+        stop=["\n"],
+    )
     assert answer.object == "chat.completion" and answer.model == MODEL
     assert answer.choices[0].message.role == "assistant"
     assert answer.choices[0].message.content == " t0 t1 t2"
     assert answer.choices[0].finish_reason == "length"
-    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (4, 3, 7)
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (
+        4,
+        3,
+        7,
+    )
     job = backend.jobs[answer.id.removeprefix("chatcmpl-")].job
-    assert [m.model_dump() for m in job.messages] == [{"role": "system", "content": "be brief"},
-                                                      {"role": "user", "content": "hi you"}]
-    assert (job.params.max_tokens, job.params.temperature, job.params.seed, job.params.stop) == (3, 0.0, 11, ["\n"])
+    assert [m.model_dump() for m in job.messages] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi you"},
+    ]
+    assert (job.params.max_tokens, job.params.temperature, job.params.seed, job.params.stop) == (
+        3,
+        0.0,
+        11,
+        ["\n"],
+    )
 
 
 def test_chat_completion_stream_with_usage(client):
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].delta.content for c in chunks[1:3]] == [" t0", " t1"]
     assert chunks[3].choices[0].finish_reason == "length"
@@ -61,9 +83,15 @@ def test_chat_completion_stream_with_usage(client):
 
 def test_text_completion_whole_and_stream(client):
     answer = client.completions.create(model=MODEL, prompt="a b c", max_tokens=2)
-    assert (answer.object, answer.choices[0].text, answer.usage.prompt_tokens) == ("text_completion", " t0 t1", 3)
+    assert (answer.object, answer.choices[0].text, answer.usage.prompt_tokens) == (
+        "text_completion",
+        " t0 t1",
+        3,
+    )
     chunks = list(client.completions.create(model=MODEL, prompt=["a"], stream=True))
-    assert "".join(c.choices[0].text for c in chunks) == "".join(f" t{i}" for i in range(16))  # OpenAI's default 16
+    assert "".join(c.choices[0].text for c in chunks) == "".join(
+        f" t{i}" for i in range(16)
+    )  # OpenAI's default 16
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
@@ -74,8 +102,12 @@ def test_models_lists_live_models(client):
 def test_errors_use_openai_shape_and_status(client, backend, server):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
-    assert info.value.body == {"message": info.value.body["message"], "type": "invalid_request_error",
-                               "param": "model", "code": "model_not_found"}
+    assert info.value.body == {
+        "message": info.value.body["message"],
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     with pytest.raises(openai.UnprocessableEntityError) as info:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], top_p=0)
     assert (info.value.body["param"], info.value.body["type"]) == ("top_p", "invalid_request_error")
@@ -94,8 +126,12 @@ def test_errors_use_openai_shape_and_status(client, backend, server):
 
 
 def test_raw_stream_ends_with_done_marker(server):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-            "max_completion_tokens": 1, "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "max_completion_tokens": 1,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as r:
         assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
         data = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]

@@ -12,9 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--redis-url", default=None, help="the queue's Redis (ORCD_GATEWAY_REDIS_URL)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413")
     p.add_argument("--keepalive-s", type=float, default=None, help="SSE keep-alive comment interval")
-    p.add_argument("--no-cancel-on-disconnect", dest="cancel_on_disconnect", action="store_false",
-                   default=None,
-                   help="keep a job running when its streaming client goes away")
+    p.add_argument(
+        "--no-cancel-on-disconnect",
+        dest="cancel_on_disconnect",
+        action="store_false",
+        default=None,
+        help="keep a job running when its streaming client goes away",
+    )
     p.set_defaults(func=run)
 
 
@@ -26,12 +30,19 @@ def run(args: argparse.Namespace) -> int:
     from worker.gateway_redis import RedisBackend
     from worker.gateway_settings import GatewaySettings
 
-    overrides = {k: getattr(args, k) for k in ("host", "port", "redis_url", "max_body_bytes", "keepalive_s",
-                                                "cancel_on_disconnect")}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("host", "port", "redis_url", "max_body_bytes", "keepalive_s", "cancel_on_disconnect")
+    }
     settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
     backend = RedisBackend(Client(settings.redis_url), retry_after_s=settings.retry_after_s)
     app = create_app(backend, settings)
     print(f"orcd serve: http://{settings.host}:{settings.port}/ (queue at {settings.redis_url})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info" if args.verbose else "warning",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info" if args.verbose else "warning",
+        timeout_graceful_shutdown=5,
+    )
     return 0
