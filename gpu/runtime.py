@@ -1,9 +1,10 @@
 """The CUDA runtime of one engine: its context, compiled kernels, stream and device memory.
 
 One `Runtime` per engine, owned by the thread that drives it (`activate()` makes its context current
-on another thread). Kernels come from `gpu/kernels/<name>.cu`, compiled by PyCUDA's `SourceModule` for
-the device's own arch with nvcc's cache, one module per (kernel, -D defines), and are launched as
-prepared calls on the runtime's stream. Every allocation is counted by purpose ("weights",
+on another thread). Kernels come from `gpu/kernels/<name>.cu`: a cubin prebuilt by `gpu.kernel_cache`
+when $ORCD_CUBIN_DIR holds one for this source, defines and arch, else compiled by PyCUDA's
+`SourceModule` for the device's own arch with nvcc's cache; one module per (kernel, -D defines),
+launched as prepared calls on the runtime's stream. Every allocation is counted by purpose ("weights",
 "kv_cache", "scratch", ...). Imports PyCUDA: only the CUDA backend imports this module.
 """
 
@@ -13,18 +14,18 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pycuda.driver as cuda
 from pycuda import gpuarray
 from pycuda.compiler import SourceModule
 
+from . import kernel_cache
 from .errors import BackendUnavailable, OutOfMemory
 
 logger = logging.getLogger(__name__)
 
-KERNEL_DIR = Path(__file__).parent / "kernels"
+KERNEL_DIR = kernel_cache.KERNEL_DIR
 GIB = 1024**3
 # numpy storage of the operand type: bf16 has no numpy dtype, so it travels as its raw 16 bits
 OPERAND_DTYPES = {"f16": np.dtype(np.float16), "bf16": np.dtype(np.uint16)}
@@ -64,12 +65,14 @@ class Runtime:
         key = (name, arg_types, tuple(sorted(defines.items())))
         fn = self._functions.get(key)
         if fn is None:
-            options = [f"-D{k}={v}" for k, v in sorted(defines.items())]
-            if self.dtype == "bf16":
-                options.append("-DUSE_BF16")
-            source = (KERNEL_DIR / f"{name}.cu").read_text()
-            module = SourceModule(source, options=options, arch=self.arch, no_extern_c=True,
-                                  include_dirs=[str(KERNEL_DIR)])
+            prebuilt = kernel_cache.cached(name, defines, self.dtype, self.arch)
+            if prebuilt is not None:
+                module = cuda.module_from_file(str(prebuilt))
+            else:
+                source = (KERNEL_DIR / f"{name}.cu").read_text()
+                opts = kernel_cache.options(defines, self.dtype)
+                module = SourceModule(source, options=opts, arch=self.arch, no_extern_c=True,
+                                      include_dirs=[str(KERNEL_DIR)])
             fn = module.get_function(name)
             fn.prepare(arg_types)
             self._functions[key] = fn
