@@ -107,8 +107,11 @@ class Tokenizer:
                 else:
                     self._encode_text(fragment, after_special, out)
                     after_special = False
-        except UnicodeEncodeError as exc:
-            raise EncodeError(f"text has no UTF-8 form at character {exc.start}: {exc.reason}") from None
+        except UnicodeEncodeError:
+            at = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+            raise EncodeError(
+                f"text has no UTF-8 form: lone surrogate U+{ord(text[at]):04X} at character {at}"
+            ) from None
         if add_special and self.vocab.add_eos and self.eos_id is not None:
             out.append(self.eos_id)
         return out

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from .base import Tokenizer
 from .errors import TokenizerMetadataError, UnsupportedTokenizerError
@@ -102,6 +105,9 @@ def read_vocab(metadata: Mapping[str, Any]) -> Vocab:
     )
 
 
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "a boolean", list: "a list"}
+
+
 def _get(metadata: Mapping[str, Any], name: str, kind: type, required: bool = False) -> Any:
     key = _PREFIX + name
     if key not in metadata:
@@ -109,12 +115,15 @@ def _get(metadata: Mapping[str, Any], name: str, kind: type, required: bool = Fa
             raise TokenizerMetadataError(f"{key} is missing")
         return None
     value = metadata[key]
-    if kind is int and isinstance(value, bool) or kind is list and not isinstance(value, list):
-        raise TokenizerMetadataError(f"{key} must be a {kind.__name__}, got {type(value).__name__}")
-    try:
-        return value if kind is list else kind(value)
-    except (TypeError, ValueError):
-        raise TokenizerMetadataError(f"{key} must be a {kind.__name__}, got {value!r:.80}") from None
+    if kind is int and isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if kind is bool and isinstance(value, bool | np.bool_):
+        return bool(value)
+    if kind in (str, list) and isinstance(value, kind):
+        return value
+    raise TokenizerMetadataError(
+        f"{key} must be {_KIND_NAMES[kind]}, got {type(value).__name__} {value!r:.60}"
+    )
 
 
 def _array(metadata: Mapping[str, Any], name: str, n_tokens: int, kind: type) -> list | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import random
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -97,3 +101,16 @@ def test_qwen2_round_trips_any_text(qwen2, text):
 def test_gpt2_round_trips_any_text(vocab_tokenizer, text):
     tok = vocab_tokenizer("gpt-2")
     assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.skipif(not os.environ.get("ORCD_DEV_ORACLE"), reason="dev-only oracle: set ORCD_DEV_ORACLE=1")
+def test_qwen_matches_hf_tokenizers(qwen_path, qwen_coder):
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(qwen_path.parent), gguf_file=qwen_path.name)
+    rng = random.Random(0)
+    alphabet = "ab c\n\t 1'9éü日本🚀.,!?-_ \u00a0\u3000\rSLT"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(500)]
+    texts.append(Path(__file__).read_text())
+    for text in texts:
+        assert qwen_coder.encode(text) == hf.encode(text, add_special_tokens=False), repr(text)
