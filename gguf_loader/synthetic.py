@@ -20,26 +20,33 @@ memory for one tensor only. Needs gguf-py (``pip install gguf``), a dev dependen
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .synthetic_vocab import VOCAB_FILES, byte_vocab, vocab_kv, vocab_path
+
+__all__ = ["ARCHITECTURES", "BYTE_VOCAB", "DTYPES", "PRESETS", "VOCAB_FILES", "write_synthetic_model"]
+
 ARCHITECTURES = ("llama", "qwen2", "phi3", "gpt2")
-# the llama.cpp vocab test file each architecture uses by default (see assets.fetch_vocab_tests)
-VOCAB_FILES = {
-    "llama": "ggml-vocab-llama-bpe.gguf",
-    "qwen2": "ggml-vocab-qwen2.gguf",
-    "phi3": "ggml-vocab-phi-3.gguf",
-    "gpt2": "ggml-vocab-gpt-2.gguf",
-}
 BYTE_VOCAB = "bytes"  # pass as vocab= for the built-in byte-level BPE vocab (no file needed)
 DTYPES = ("f32", "f16", "q8_0")
 _FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7}  # llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
 _QK8_0 = 32
+# real shapes for GPU benchmarks (random weights; pair with vocab="bytes" where the vocab file is absent)
+PRESETS: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(arch="qwen2", n_layers=24, dim=896, n_heads=14, n_kv_heads=2, hidden_dim=4864,
+                         vocab_size=151936, context_length=32768, tied=True),
+    "phi-3-mini": dict(arch="phi3", n_layers=32, dim=3072, n_heads=32, n_kv_heads=32, hidden_dim=8192,
+                       vocab_size=32064, context_length=4096),
+    "smollm2-135m": dict(arch="llama", n_layers=30, dim=576, n_heads=9, n_kv_heads=3, hidden_dim=1536,
+                         vocab_size=49152, context_length=8192, tied=True, rope_theta=1e5),
+}
+_INT8_STD = float(np.arange(-128, 128).std())  # std of a uniform random int8 (~73.9)
 
 
 @dataclass(frozen=True)
@@ -101,9 +108,9 @@ def write_synthetic_model(
         raise ValueError(f"q8_0 needs dim ({dim}) and hidden_dim ({hidden_dim}) multiples of {_QK8_0}")
 
     if vocab == BYTE_VOCAB:
-        tokenizer_kv = _byte_vocab(vocab_size or 512)
+        tokenizer_kv = byte_vocab(vocab_size or 512)
     else:
-        tokenizer_kv = _vocab_kv(_vocab_path(arch, vocab))
+        tokenizer_kv = vocab_kv(vocab_path(arch, vocab))
     n_vocab = len(tokenizer_kv["tokenizer.ggml.tokens"][0])
     if vocab_size is not None and vocab_size != n_vocab:
         raise ValueError(f"vocab_size {vocab_size} != {n_vocab} tokens in the vocab file {vocab}")
@@ -153,7 +160,7 @@ def write_synthetic_model(
     writer.write_header_to_file(path)
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for data in _tensor_data(tensors, dtype, seed, scale, gguf):
+    for data in _tensor_data(tensors, dtype, seed, scale):
         writer.write_tensor_data(data)
     writer.close()
     return path
@@ -203,10 +210,8 @@ def _tensor_table(arch: str, n_layers: int, dim: int, kv_dim: int, hidden_dim: i
     return tensors
 
 
-def _tensor_data(
-    tensors: list[_Tensor], dtype: str, seed: int, scale: float, gguf: Any
-) -> Iterator[np.ndarray]:
-    """The stored bytes/values of each tensor, in order, drawn from one seeded generator."""
+def _tensor_data(tensors: list[_Tensor], dtype: str, seed: int, scale: float) -> Iterator[np.ndarray]:
+    """The stored values (or Q8_0 bytes) of each tensor, in order, drawn from one seeded generator."""
     rng = np.random.default_rng(seed)
     embedding: np.ndarray | None = None
     for t in tensors:
@@ -221,17 +226,28 @@ def _tensor_data(
             assert embedding is not None
             yield embedding
         else:
-            values = rng.standard_normal(t.shape, dtype=np.float32)  # [rows, cols]
-            values *= scale
-            if dtype == "f16":
-                stored = values.astype(np.float16)
-            elif dtype == "q8_0":
-                stored = gguf.quants.quantize(values, gguf.GGMLQuantizationType.Q8_0)
-            else:
-                stored = values
+            stored = _random_matrix(rng, t.shape, dtype, scale)
             if t.name == "token_embd.weight":
                 embedding = stored
             yield stored
+
+
+def _random_matrix(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, scale: float) -> np.ndarray:
+    """Uniform random int8 levels times one step ``d`` (std = scale): the same values in every dtype.
+
+    Random bytes are ~50x faster to draw than normals, so real-size models take seconds; f32 and
+    q8_0 files of one seed hold identical values (f16 rounds each product to half precision).
+    """
+    q = np.frombuffer(rng.bytes(math.prod(shape)), dtype=np.int8).reshape(shape)  # [rows, cols]
+    d = np.float16(scale / _INT8_STD)
+    if dtype == "q8_0":
+        blocks = np.empty((q.size // _QK8_0, 2 + _QK8_0), dtype=np.uint8)  # [n_blocks, 34]: f16 d, 32 x int8
+        blocks[:, :2] = np.frombuffer(d.tobytes(), dtype=np.uint8)
+        blocks[:, 2:] = q.reshape(-1, _QK8_0).view(np.uint8)
+        return blocks.reshape(shape[0], -1)  # [rows, cols / 32 * 34]
+    levels = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float32) * np.float32(d)  # [256]
+    table = levels.astype(np.float16 if dtype == "f16" else np.float32)
+    return np.take(table, q.view(np.uint8))  # int8 level -> value, [rows, cols]
 
 
 def _nbytes(shape: tuple[int, ...], qtype: Any, gguf: Any) -> int:
@@ -239,79 +255,30 @@ def _nbytes(shape: tuple[int, ...], qtype: Any, gguf: Any) -> int:
     return math.prod(shape) // block_elems * block_bytes
 
 
-def _vocab_path(arch: str, vocab: str | Path | None) -> Path:
-    if vocab is not None:
-        return Path(vocab)
-    from .assets import fetch_vocab_tests
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gguf_loader.synthetic OUT PRESET [--dtype f16] [--vocab bytes|PATH] [--layers N]``."""
+    import argparse
 
-    return fetch_vocab_tests() / VOCAB_FILES[arch]
-
-
-@lru_cache(maxsize=8)
-def _vocab_kv(path: Path) -> dict[str, tuple[Any, Any, Any]]:
-    """``tokenizer.*`` keys of a GGUF file as ``{key: (value, type, array element type)}``."""
-    import gguf
-
-    from .reader import open_gguf
-
-    with open_gguf(path) as vocab:
-        out: dict[str, tuple[Any, Any, Any]] = {}
-        for key, value in vocab.metadata.items():
-            if not key.startswith("tokenizer."):
-                continue
-            vtype = gguf.GGUFValueType(int(vocab.metadata_types[key]))
-            sub_type = vocab.array_types.get(key)
-            if sub_type is not None:
-                sub_type = gguf.GGUFValueType(int(sub_type))
-            if isinstance(value, np.ndarray):
-                value = value.tolist()
-            out[key] = (value, vtype, sub_type)
-    if "tokenizer.ggml.tokens" not in out:
-        raise ValueError(f"{path} has no tokenizer.ggml.tokens")
-    return out
+    parser = argparse.ArgumentParser(prog="python -m gguf_loader.synthetic", description=main.__doc__)
+    parser.add_argument("out")
+    parser.add_argument("preset", choices=sorted(PRESETS))
+    parser.add_argument("--dtype", default="f16", choices=DTYPES)
+    parser.add_argument("--vocab", default=BYTE_VOCAB, help="a vocab GGUF to copy, or 'bytes' (default)")
+    parser.add_argument("--layers", type=int, default=None, help="override the preset's layer count")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    options = dict(PRESETS[args.preset])
+    arch = options.pop("arch")
+    if args.layers:
+        options["n_layers"] = args.layers
+    if args.vocab != BYTE_VOCAB:
+        options.pop("vocab_size")
+    started = time.perf_counter()
+    path = write_synthetic_model(args.out, arch, vocab=args.vocab, dtype=args.dtype, seed=args.seed,
+                                 **options)
+    print(f"{path}: {path.stat().st_size:,} bytes in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
-def _gpt2_byte_chars() -> list[str]:
-    """GPT-2's byte → printable character table (bytes_to_unicode), index = byte value."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)}
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-@lru_cache(maxsize=4)
-def _byte_vocab(vocab_size: int) -> dict[str, tuple[Any, Any, Any]]:
-    """A gpt2-style byte-level BPE vocab: 256 byte tokens, ``<|endoftext|>`` (id 256, BOS/EOS/PAD),
-    merges of " x" and "xy" over lowercase letters, then reserved control tokens up to vocab_size."""
-    import gguf
-
-    if vocab_size < 257:
-        raise ValueError(f"byte vocab needs at least 257 tokens, got {vocab_size}")
-    chars = _gpt2_byte_chars()
-    space = chars[ord(" ")]
-    letters = "etaoinshrdlcumwfgypbvkjxqz"
-    pairs = [(space, c) for c in letters] + [(a, b) for a in letters for b in letters]
-    pairs = pairs[: vocab_size - 257]
-    tokens = chars + ["<|endoftext|>"] + [a + b for a, b in pairs]
-    tokens += [f"<|reserved_{i}|>" for i in range(vocab_size - len(tokens))]
-    normal, control = 1, 3
-    types = [normal] * 256 + [control] + [normal] * len(pairs) + [control] * (vocab_size - 257 - len(pairs))
-    t = gguf.GGUFValueType
-    kv: dict[str, tuple[Any, Any, Any]] = {
-        "tokenizer.ggml.model": ("gpt2", t.STRING, None),
-        "tokenizer.ggml.pre": ("gpt-2", t.STRING, None),
-        "tokenizer.ggml.tokens": (tokens, t.ARRAY, t.STRING),
-        "tokenizer.ggml.token_type": (types, t.ARRAY, t.INT32),
-        "tokenizer.ggml.bos_token_id": (256, t.UINT32, None),
-        "tokenizer.ggml.eos_token_id": (256, t.UINT32, None),
-        "tokenizer.ggml.padding_token_id": (256, t.UINT32, None),
-    }
-    if pairs:
-        kv["tokenizer.ggml.merges"] = ([f"{a} {b}" for a, b in pairs], t.ARRAY, t.STRING)
-    return kv
+if __name__ == "__main__":
+    raise SystemExit(main())

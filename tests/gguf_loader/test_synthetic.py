@@ -89,6 +89,29 @@ def test_seeded_and_deterministic(tmp_path):
     assert 0.018 < float(np.std(embd)) < 0.022
 
 
+def test_same_seed_same_values_in_every_dtype(tmp_path):
+    values = {}
+    for dtype in ("f32", "f16", "q8_0"):
+        path = write_synthetic_model(tmp_path / f"{dtype}.gguf", "qwen2", vocab=BYTE_VOCAB, dtype=dtype,
+                                     seed=3)
+        t = _tensors(path)["blk.1.ffn_down.weight"]
+        values[dtype] = gguf.quants.dequantize(t.data, t.tensor_type)
+    np.testing.assert_array_equal(values["q8_0"], values["f32"])
+    np.testing.assert_allclose(values["f16"], values["f32"], rtol=2**-11)
+
+
+def test_preset_cli_writes_real_shapes(tmp_path, capsys):
+    from gguf_loader.synthetic import main
+
+    assert main([str(tmp_path / "q.gguf"), "qwen2.5-0.5b", "--layers", "1", "--dtype", "q8_0"]) == 0
+    assert "q.gguf: " in capsys.readouterr().out
+    tensors = _tensors(tmp_path / "q.gguf")
+    assert _shape(tensors["token_embd.weight"]) == (151936, 896) and "output.weight" not in tensors
+    assert _shape(tensors["blk.0.ffn_up.weight"]) == (4864, 896)
+    assert _shape(tensors["blk.0.attn_k.weight"]) == (128, 896)
+    assert tensors["blk.0.attn_k.weight"].tensor_type == T.Q8_0
+
+
 def test_real_vocab_is_copied(tmp_path, vocab_dir):
     path = write_synthetic_model(tmp_path / "m.gguf", "phi3", vocab=vocab_dir / VOCAB_FILES["phi3"])
     want = gguf.GGUFReader(vocab_dir / VOCAB_FILES["phi3"]).fields
@@ -104,9 +127,9 @@ def test_real_vocab_is_copied(tmp_path, vocab_dir):
 
 
 def test_byte_vocab_tokens():
-    from gguf_loader.synthetic import _byte_vocab
+    from gguf_loader.synthetic_vocab import byte_vocab
 
-    kv = _byte_vocab(1000)
+    kv = byte_vocab(1000)
     tokens = kv["tokenizer.ggml.tokens"][0]
     assert len(tokens) == 1000
     assert tokens[ord("a")] == "a" and tokens[ord(" ")] == "Ġ" and tokens[256] == "<|endoftext|>"
