@@ -18,5 +18,7 @@ class GatewaySettings(BaseSettings):
     keepalive_s: float = Field(10.0, gt=0, description="SSE comment interval while no event comes")
     cancel_on_disconnect: bool = Field(True, description="cancel a job whose streaming client went away")
     default_model: str = DEFAULT_MODEL
-    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none")
+    max_queue: int | None = Field(
+        None, ge=1, description="429 at this many waiting jobs; None: ORCD_MAX_QUEUE"
+    )
     retry_after_s: int = Field(2, ge=1, description="Retry-After of a 429 when the queue is full")

@@ -11,6 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 8000; ORCD_GATEWAY_PORT)")
     p.add_argument("--redis-url", default=None, help="the queue's Redis (ORCD_GATEWAY_REDIS_URL)")
     p.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413")
+    p.add_argument(
+        "--max-queue", type=int, default=None, help="429 at this many waiting jobs (ORCD_MAX_QUEUE)"
+    )
     p.add_argument("--keepalive-s", type=float, default=None, help="SSE keep-alive comment interval")
     p.add_argument(
         "--no-cancel-on-disconnect",
@@ -29,13 +32,23 @@ def run(args: argparse.Namespace) -> int:
     from worker.gateway import create_app
     from worker.gateway_redis import RedisBackend
     from worker.gateway_settings import GatewaySettings
+    from worker.settings import load_settings
 
     overrides = {
         k: getattr(args, k)
-        for k in ("host", "port", "redis_url", "max_body_bytes", "keepalive_s", "cancel_on_disconnect")
+        for k in (
+            "host",
+            "port",
+            "redis_url",
+            "max_body_bytes",
+            "max_queue",
+            "keepalive_s",
+            "cancel_on_disconnect",
+        )
     }
     settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
-    backend = RedisBackend(Client(settings.redis_url), retry_after_s=settings.retry_after_s)
+    queue_settings = load_settings(redis_url=settings.redis_url, max_queue=settings.max_queue)
+    backend = RedisBackend(Client(settings=queue_settings), retry_after_s=settings.retry_after_s)
     app = create_app(backend, settings)
     print(f"orcd serve: http://{settings.host}:{settings.port}/ (queue at {settings.redis_url})", flush=True)
     uvicorn.run(
