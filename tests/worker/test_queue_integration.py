@@ -6,6 +6,7 @@ need one running worker, the crash test starts its own two.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -198,3 +199,19 @@ def test_max_context_is_the_worker_setting(served):
     handle = client.submit(Job(prompt="x", params=SamplingParams(max_tokens=MAX_CONTEXT)))
     events = list(handle.stream(timeout_s=20))
     assert events[-1].type == "error" and events[-1].error_type == "ContextTooLong"
+
+
+def test_status_lists_workers_models_and_queue_depths(served, capsys):
+    from worker.cli import main
+
+    client, worker = served
+    assert main(["status", "--redis-url", REDIS_URL, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [me] = [w for w in report["workers"] if w["name"] == worker.name]
+    assert (me["model"], me["queue"], me["backend"], me["max_batch"]) == (
+        "tiny-queue", client.settings.queue_name, "numpy", "4")
+    assert report["queues"][client.settings.queue_name] == 0
+    assert main(["status", "--redis-url", REDIS_URL]) == 0
+    text = capsys.readouterr().out
+    assert f"  {worker.name}: model tiny-queue on numpy gpu 0; 0 running, 0 waiting (batch 4)" in text
+    assert f"  {client.settings.queue_name}: 0 waiting" in text
