@@ -12,6 +12,7 @@ model's queue already holds `max_queue` jobs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class Client:
             raise InvalidJob("Client needs a Redis URL (ORCD_REDIS_URL)")
         self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url)
         self._send = sender or celery_sender(self.settings)
+        self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
         self._aredis: Any = None
 
     def close(self) -> None:
@@ -111,7 +113,8 @@ class Client:
         live_ttl = int(self.settings.job_timeout_s + self.settings.result_ttl_s)
         queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority)
         append_events(self.redis, [queued], live_ttl_s=live_ttl, result_ttl_s=self.settings.result_ttl_s)
-        self._send(job, queue, keys.celery_priority(job.priority))
+        with self._send_lock:
+            self._send(job, queue, keys.celery_priority(job.priority))
         return JobHandle(self, job.id)
 
     # ---- follow
