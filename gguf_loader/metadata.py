@@ -7,6 +7,7 @@ over the buffer; string arrays as `list[str]`; nested arrays as lists of those.
 
 from __future__ import annotations
 
+import codecs
 import struct
 from typing import Any
 
@@ -30,8 +31,20 @@ _SCALARS: dict[GGUFValueType, struct.Struct] = {
     GGUFValueType.INT64: struct.Struct("<q"),
     GGUFValueType.FLOAT64: struct.Struct("<d"),
 }
+LONG_STRING = 4096  # bytes; longer strings are decoded without copying (see decode_utf8)
 # Smallest encoding of one array element, used to bound counts by the bytes left.
 _MIN_ELEMENT_BYTES = {GGUFValueType.STRING: 8, GGUFValueType.ARRAY: 4 + 8}
+
+
+def decode_utf8(buf: Any, u8: np.ndarray, start: int, end: int) -> str:
+    """The UTF-8 text at [start, end). A long string is checked slice by slice, then decoded in place,
+    so neither a copy of its bytes nor a failed decode's error object ever holds more than a slice."""
+    if end - start <= LONG_STRING:
+        return buf[start:end].decode("utf-8")
+    checker = codecs.getincrementaldecoder("utf-8")()
+    for at in range(start, end, LONG_STRING):
+        checker.decode(u8[at : min(at + LONG_STRING, end)].data, final=at + LONG_STRING >= end)
+    return codecs.utf_8_decode(u8[start:end], "strict", True)[0]
 
 
 class Cursor:
@@ -64,7 +77,7 @@ class Cursor:
         n = self.u64(f"{what} length")
         start = self.need(n, f"{what} ({n}-byte string)")
         try:
-            return self.buf[start : start + n].decode("utf-8")
+            return decode_utf8(self.buf, self.u8, start, start + n)
         except UnicodeDecodeError as exc:
             raise GGUFValueError(f"{what}: string at offset {at} is not valid UTF-8 ({exc.reason})") from None
 
@@ -139,7 +152,9 @@ def _read_strings(cur: Cursor, key: str, count: int) -> list[str]:
                     f"key {key!r}: string {i} at offset {start - 8} claims {n} bytes, "
                     f"only {end_of_file - start} left in the file"
                 )
-            out[i] = buf[start:pos].decode("utf-8")
+            out[i] = (
+                buf[start:pos].decode("utf-8") if n <= LONG_STRING else decode_utf8(buf, cur.u8, start, pos)
+            )
     except UnicodeDecodeError as exc:
         raise GGUFValueError(
             f"key {key!r}: string {i} at offset {start - 8} is not valid UTF-8 ({exc.reason})"

@@ -79,7 +79,13 @@ FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 SUPPORTED_TYPES: tuple[GGMLType, ...] = (*FLOAT_TYPES, *BLOCK_KERNELS)
 
 
+_U8, _U16 = np.dtype(np.uint8), np.dtype("<u2")
+_F32, _F16 = np.dtype("<f4"), np.dtype("<f2")
+
+
 def _as_type(ggml_type: int) -> GGMLType:
+    if type(ggml_type) is GGMLType:
+        return ggml_type
     if ggml_type not in GGMLType._value2member_map_:
         raise UnsupportedTypeError(f"cannot dequantise {ggml_type_name(int(ggml_type))}")
     return GGMLType(ggml_type)
@@ -90,6 +96,8 @@ def dequantize(raw: np.ndarray, ggml_type: int, n_elements: int) -> np.ndarray:
 
     F32 data comes back as a zero-copy view of `raw`; every other type as a new array.
     """
+    if ggml_type is GGMLType.F32 and raw.dtype is _U8 and raw.ndim == 1 and raw.size == 4 * n_elements:
+        return raw.view(_F32)  # the common small-tensor case, without the general checks below
     gtype = _as_type(ggml_type)
     if gtype not in SUPPORTED_TYPES:
         supported = ", ".join(t.name for t in SUPPORTED_TYPES)
@@ -106,15 +114,16 @@ def dequantize(raw: np.ndarray, ggml_type: int, n_elements: int) -> np.ndarray:
             f"{n_elements} elements, got {raw.size} of {raw.dtype} with shape {raw.shape}"
         )
     if gtype is GGMLType.F32:
-        return raw.view("<f4")
+        return raw.view(_F32)
     if gtype is GGMLType.F16:
-        return raw.view("<f2").astype(np.float32)
+        return raw.view(_F16).astype(np.float32)
     if gtype is GGMLType.BF16:
-        return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        return (raw.view(_U16).astype(np.uint32) << 16).view(np.float32)
     kernel = BLOCK_KERNELS[gtype]
     blocks = raw.reshape(n_blocks, block_bytes)  # [n_blocks, block_bytes]
     out = np.empty((n_blocks, block_elems), dtype=np.float32)  # [n_blocks, block_elems]
     step = max(1, CHUNK_BYTES // block_bytes)
-    for start in range(0, n_blocks, step):
-        kernel(blocks[start : start + step], out[start : start + step])
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf scales propagate, as in ggml
+        for start in range(0, n_blocks, step):
+            kernel(blocks[start : start + step], out[start : start + step])
     return out.reshape(-1)
