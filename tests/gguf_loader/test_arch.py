@@ -5,6 +5,8 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gguf_loader.arch import SUPPORTED_ARCHITECTURES, ModelConfig, RopeScaling, load_weights
 from gguf_loader.errors import ArchitectureError
@@ -196,3 +198,27 @@ def test_qwen2_requires_biases_and_ties_output(tmp_path):
 def test_fuse_and_raw_are_exclusive(llama_file):
     with open_gguf(llama_file) as f, pytest.raises(ValueError, match="fuse=True"):
         load_weights(f, ModelConfig.from_gguf(f), raw=True, fuse=True)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arch=st.sampled_from(SUPPORTED_ARCHITECTURES), n_layers=st.integers(1, 3),
+       head_dim=st.sampled_from([8, 16]), n_kv_heads=st.integers(1, 3), group=st.integers(1, 3),
+       hidden=st.integers(1, 4), tied=st.booleans())
+def test_synthetic_round_trip(tmp_path, arch, n_layers, head_dim, n_kv_heads, group, hidden, tied):
+    """Whatever the writer is asked for, from_gguf reads back and load_weights accepts."""
+    n_heads = n_kv_heads * (1 if arch == "gpt2" else group)
+    kv = n_heads if arch == "gpt2" else n_kv_heads
+    dim = n_heads * head_dim
+    hidden_dim = 4 * dim if arch == "gpt2" else 32 * hidden
+    path = write_synthetic_model(tmp_path / f"{arch}.gguf", arch, n_layers=n_layers, dim=dim,
+                                 n_heads=n_heads, n_kv_heads=kv, hidden_dim=hidden_dim, vocab=BYTE_VOCAB,
+                                 vocab_size=300, tied=tied)
+    with open_gguf(path) as f:
+        c = ModelConfig.from_gguf(f)
+        w = load_weights(f, c, fuse=True)
+    assert (c.arch, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size) == (
+        arch, n_layers, dim, n_heads, kv, head_dim, hidden_dim, 300)
+    assert c.tied_embeddings == tied and (w.output is w.token_embd) == tied
+    assert len(w.layers) == n_layers and w.layers[-1].wqkv.shape == (c.qkv_dim, dim)
+    if c.activation == "swiglu":
+        assert w.layers[0].w_gate_up.shape == (2 * hidden_dim, dim)
