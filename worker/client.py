@@ -125,11 +125,15 @@ class Client:
 
     async def astream(self, job_id: str, after: int = 0, *,
                       timeout_s: float | None = None) -> AsyncIterator[Event]:
-        if self._aredis is None:
-            import redis.asyncio as aredis
+        """`stream` for asyncio (one redis.asyncio client per event loop)."""
+        import asyncio
 
-            self._aredis = aredis.Redis.from_url(self.settings.redis_url)
-        async for event in afollow(self._aredis, job_id, after, timeout_s=timeout_s):
+        import redis.asyncio as aredis
+
+        loop = asyncio.get_running_loop()
+        if self._aredis is None or self._aredis[0] is not loop:
+            self._aredis = (loop, aredis.Redis.from_url(self.settings.redis_url))
+        async for event in afollow(self._aredis[1], job_id, after, timeout_s=timeout_s):
             yield event
 
     def result(self, job_id: str, *, timeout_s: float | None = None) -> JobResult:

@@ -215,3 +215,19 @@ def test_status_lists_workers_models_and_queue_depths(served, capsys):
     text = capsys.readouterr().out
     assert f"  {worker.name}: model tiny-queue on numpy gpu 0; 0 running, 0 waiting (batch 4)" in text
     assert f"  {client.settings.queue_name}: 0 waiting" in text
+
+
+def test_async_stream_and_result(served, reference):
+    import asyncio
+
+    client, _ = served
+    params = SamplingParams(max_tokens=8, seed=21, ignore_eos=True)
+    handle = client.submit(Job(prompt="async reader", params=params))
+
+    async def read():
+        events = [e async for e in handle.astream(timeout_s=20)]
+        return events, await handle.aresult(timeout_s=20)
+
+    events, result = asyncio.run(read())
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert result.token_ids == reference("async reader", params)[0]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from worker import keys
 from worker.errors import JobNotFound, JobTimeout
 from worker.schemas import Done, Queued, Started, Tokens, Usage, parse_event
-from worker.streams import LogState, SeqTracker, append_events, follow, log_state, read_log
+from worker.streams import LogState, SeqTracker, afollow, append_events, follow, log_state, read_log
 
 
 def events(job_id: str = "j", n_chunks: int = 3) -> list:
@@ -118,3 +118,28 @@ def test_follow_unknown_job_and_timeout():
     write(client, events()[:2])
     with pytest.raises(JobTimeout, match="job j: no event for 0.2 s after seq 2"):
         list(follow(client, "j", timeout_s=0.2, poll_s=0.05))
+
+
+def test_afollow_replays_then_follows_live():
+    import asyncio
+
+    server = fakeredis.FakeServer()
+    writer = fakeredis.FakeRedis(server=server)
+    evs = events(n_chunks=3)
+    write(writer, evs[:3])
+
+    async def main():
+        reader = fakeredis.FakeAsyncRedis(server=server)
+
+        async def later():
+            await asyncio.sleep(0.2)
+            for event in evs[3:]:
+                write(writer, [event])
+
+        task = asyncio.create_task(later())
+        got = [e async for e in afollow(reader, "j", after=1, timeout_s=5.0, poll_s=0.05)]
+        await task
+        await reader.aclose()
+        return got
+
+    assert asyncio.run(main()) == evs[1:]
