@@ -8,46 +8,20 @@ module; every generation is a few tokens, as the numpy backend is slow.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import redis
-from test_gateway import parse_sse  # tests/worker is on sys.path (rootdir-less test dir)
 
+from tests.worker.gateway_server import orcd_stack, wait_until
+from tests.worker.test_gateway import parse_sse
 from worker import keys
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/13"  # this module's own database, flushed before and after
 MODEL = "smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout_s: float, what: str, procs=()) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        for proc in procs:
-            assert proc.poll() is None, f"{what}: {proc.args[3]} exited with {proc.returncode}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(0.1)
-
-
-def orcd(*args: str, log: Path) -> subprocess.Popen:
-    out = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, stdout=out, stderr=out)
 
 
 @pytest.fixture(scope="module")
@@ -61,72 +35,9 @@ def db():
 
 @pytest.fixture(scope="module")
 def stack(db, smollm2_path, tmp_path_factory):
-    """(gateway URL, worker process, gateway process); logs in the test's temporary directory."""
-    logs = tmp_path_factory.mktemp("gateway-integration")
-    port = free_port()
-    worker = orcd(
-        "-v",
-        "worker",
-        "--redis-url",
-        REDIS_URL,
-        "--model",
-        MODEL,
-        "--backend",
-        "numpy",
-        "--max-batch",
-        "1",
-        "--concurrency",
-        "1",
-        "--max-context",
-        "512",
-        "--heartbeat",
-        "1",
-        "--chunk-tokens",
-        "1",
-        log=logs / "worker.log",
-    )
-    gateway = orcd(
-        "-v",
-        "serve",
-        "--port",
-        str(port),
-        "--redis-url",
-        REDIS_URL,
-        "--keepalive-s",
-        "0.3",
-        "--max-queue",
-        "1",
-        "--max-body-bytes",
-        "65536",
-        log=logs / "serve.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _up(url), 60, "gateway health", [gateway])
-        wait_until(
-            lambda: MODEL in httpx.get(f"{url}/health").json()["models"],
-            120,
-            "worker heartbeat",
-            [worker, gateway],
-        )
-        yield url, worker, gateway
-    finally:
-        for proc in (gateway, worker):
-            proc.terminate()
-        for proc in (gateway, worker):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for name in ("worker.log", "serve.log"):
-            print(f"--- {name} (tail)\n" + (logs / name).read_text(errors="replace")[-3000:])
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    """(gateway URL, worker process, gateway process)."""
+    with orcd_stack(REDIS_URL, MODEL, tmp_path_factory.mktemp("gateway-integration")) as running:
+        yield running
 
 
 def execute(url: str, max_tokens: int, **extra) -> tuple[httpx.Response, list[dict]]:

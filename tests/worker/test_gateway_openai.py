@@ -8,8 +8,8 @@ import json
 import httpx
 import openai
 import pytest
-from gateway_server import ThreadedServer  # tests/worker is on sys.path (rootdir-less test dir)
 
+from tests.worker.gateway_server import ThreadedServer
 from worker.gateway import create_app
 from worker.gateway_fake import FakeBackend
 from worker.gateway_settings import GatewaySettings
