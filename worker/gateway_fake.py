@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .gateway_backend import TERMINAL, JobEvent, WorkerInfo
-from .gateway_errors import NotFound, QueueFull
+from .gateway_errors import BrokerUnavailable, NotFound, QueueFull
 from .schemas import Job
 
 
@@ -40,13 +40,15 @@ class FakeBackend:
         capacity: int = 1_000_000,
         retry_after_s: int = 1,
         broker_up: bool = True,
+        fail_with: str | None = None,
     ) -> None:
         self.live = [WorkerInfo(name=f"fake-worker-{i}", model=m) for i, m in enumerate(models)]
         self.queue_delay_s = queue_delay_s
         self.token_delay_s = token_delay_s
         self.capacity = capacity
         self.retry_after_s = retry_after_s
-        self.broker_up = broker_up
+        self.broker_up = broker_up  # False: ping fails, and streams end with BrokerUnavailable
+        self.fail_with = fail_with  # an error_type: jobs end with that error after their first token
         self.jobs: dict[str, _FakeJob] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -85,6 +87,9 @@ class FakeBackend:
                 return
             await asyncio.sleep(self.token_delay_s)
             self._emit(state, "tokens", {"index": i, "ids": [i], "text": f" t{i}"})
+            if self.fail_with:
+                self._emit(state, "error", {"error_type": self.fail_with, "message": "the fake failed"})
+                return
         self._emit(state, "done", self._done(state, "length", max_tokens))
 
     @staticmethod
@@ -104,6 +109,8 @@ class FakeBackend:
         while True:
             waiter = state.changed
             while sent < len(state.log):
+                if not self.broker_up:
+                    raise BrokerUnavailable(f"job {job_id}: fake broker down", code="broker_unavailable")
                 event = state.log[sent]
                 sent += 1
                 yield event

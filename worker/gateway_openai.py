@@ -121,15 +121,18 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+CLIENT_FAULTS = frozenset({"InvalidJob", "ContextTooLong"})  # worker.errors classes caused by the input
+
+
 def _job_error(event: JobEvent) -> GatewayError:
-    """A job that ended in `error`: the worker's message, as a 422 when the input was at fault."""
-    data = event.data
-    kind = str(data.get("error_type") or data.get("kind") or "error")
-    error = (InvalidRequest if data.get("client_error") else GatewayError)(
-        str(data.get("message", kind)), code=kind
-    )
-    if not data.get("client_error"):
-        error.status, error.type = 502, "job_error"
+    """A job that ended in `error`: a 422 when its input was at fault (e.g. prompt over the context),
+    else 502 (the worker failed, not the gateway); `code` is the worker-side error class."""
+    kind = str(event.data.get("error_type", "error"))
+    message = f"job {event.data.get('job_id')}: {kind}: {event.data.get('message', '')}"
+    if kind in CLIENT_FAULTS:
+        return InvalidRequest(message, code=kind)
+    error = GatewayError(message, code=kind)
+    error.status, error.type = 502, "job_error"
     return error
 
 
@@ -180,9 +183,11 @@ class _Renderer:
                 out.append(self._chunk(None, _usage(event.data)))
             return [*out, format_data("[DONE]")]
         if event.type == "error":
-            error = _job_error(event)
-            return [format_data(error.body(True, "-")), format_data("[DONE]")]
+            return self.error(_job_error(event))
         return []
+
+    def error(self, error: GatewayError) -> list[bytes]:
+        return [format_data(error.body(True, "-")), format_data("[DONE]")]
 
     def whole(self, done: JobEvent) -> dict[str, Any]:
         text = "".join(self.text)
@@ -222,7 +227,9 @@ def openai_router(gw: Gateway) -> APIRouter:
         renderer = _Renderer(kind, job.id, body.model, include_usage)
         events = gw.backend.events(job.id)
         if body.stream:
-            stream = gw.stream(request, job.id, events, body.model, submitted, renderer.render)
+            stream = gw.stream(
+                request, job.id, events, body.model, submitted, renderer.render, renderer.error
+            )
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={**SSE_HEADERS, "X-Job-ID": job.id}
             )

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from gguf_loader.assets import MODELS
 
 from .gateway_backend import Backend, JobEvent, WorkerInfo
-from .gateway_errors import InvalidRequest, NoWorker, UnknownModel, validation_message
+from .gateway_errors import GatewayError, InvalidRequest, NoWorker, UnknownModel, validation_message
 from .gateway_http import correlation_id
 from .gateway_metrics import GatewayMetrics, JobTimer
 from .gateway_settings import GatewaySettings
-from .gateway_sse import job_sse
+from .gateway_sse import format_error, job_sse
 from .schemas import Job
 
 logger = logging.getLogger(__name__)
@@ -74,8 +74,16 @@ class Gateway:
         model: str,
         submitted: float | None,
         render: Callable[[JobEvent], list[bytes]],
+        render_error: Callable[[GatewayError], list[bytes]] | None = None,
     ) -> AsyncIterator[bytes]:
+        """The streaming body for one job (SSE `render`ed events, keep-alives, cancel on disconnect);
+        a gateway failure mid-stream ends it with `render_error` (default: ``event: gateway_error``)."""
         cid = correlation_id(request)
+
+        def on_error(error: GatewayError) -> list[bytes]:
+            self.metrics.errors.labels(error.type).inc()
+            return render_error(error) if render_error else [format_error(error, cid)]
+
         timer = JobTimer(self.metrics, model, submitted)
         abandon = (lambda: self.backend.cancel(job_id)) if self.settings.cancel_on_disconnect else None
 
@@ -87,6 +95,7 @@ class Gateway:
                     events,
                     keepalive_s=self.settings.keepalive_s,
                     render=render,
+                    render_error=on_error,
                     on_event=timer,
                     on_abandon=abandon,
                     correlation_id=cid,

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from .gateway_backend import TERMINAL, JobEvent
+from .gateway_errors import GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ def format_data(payload: Any) -> bytes:
         else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     )
     return f"data: {text}\n\n".encode()
+
+
+def format_error(error: GatewayError, correlation_id: str) -> bytes:
+    """The gateway's own failure mid-stream (e.g. the broker went away): an ``event: gateway_error``
+    without an ``id:``, so a client resuming with Last-Event-ID still gets every job event."""
+    data = json.dumps(error.body(False, correlation_id)["error"], separators=(",", ":"), ensure_ascii=False)
+    return f"event: gateway_error\ndata: {data}\n\n".encode()
 
 
 async def with_keepalive(
@@ -88,12 +96,15 @@ async def job_sse(
     *,
     keepalive_s: float,
     render: Callable[[JobEvent], list[bytes]],
+    render_error: Callable[[GatewayError], list[bytes]],
     on_event: Callable[[JobEvent], None],
     on_abandon: Callable[[], Awaitable[None]] | None,
     correlation_id: str,
 ) -> AsyncIterator[bytes]:
     """Body of a streaming response for one job: rendered events, keep-alives, and on a client
-    disconnect before the job ended, `on_abandon` (the cancel) run shielded from the cancellation."""
+    disconnect before the job ended, `on_abandon` (the cancel) run shielded from the cancellation.
+    A gateway error while following (broker gone) ends the stream with `render_error`; the job is
+    left running for a later resume."""
     finished = False
     try:
         async for event in with_keepalive(events, keepalive_s):
@@ -106,6 +117,11 @@ async def job_sse(
             if event.type in TERMINAL:
                 finished = True
                 return
+    except GatewayError as exc:
+        finished = True
+        logger.warning("job %s cid %s: stream ended by %s: %s", job_id, correlation_id, exc.type, exc.message)
+        for chunk in render_error(exc):
+            yield chunk
     finally:
         if not finished and on_abandon is not None:
             logger.info("job %s cid %s: client went away before the end, cancelling", job_id, correlation_id)

@@ -272,3 +272,28 @@ def test_metrics_count_requests_tokens_and_latencies(server):
     assert 'orcd_gateway_errors_total{type="validation_error"} 1.0' in text
     assert f'orcd_gateway_live_workers{{model="{MODEL}"}} 1.0' in text
     assert "orcd_gateway_active_streams 0.0" in text
+
+
+def test_broker_lost_mid_stream_ends_with_a_gateway_error_event(backend, server):
+    backend.token_delay_s = 0.01
+    with httpx.stream(
+        "POST", f"{server.url}/execute", json={"prompt": "x", "params": {"max_tokens": 500}}
+    ) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("event: tokens"):
+            pass
+        backend.broker_up = False
+        rest = parse_sse(lines)
+    assert rest[-1]["event"] == "gateway_error" and "id" not in rest[-1]
+    assert rest[-1]["data"]["type"] == "broker_unavailable"
+    assert rest[-1]["data"]["correlation_id"] == r.headers["x-correlation-id"]
+    job = backend.jobs[r.headers["x-job-id"]]
+    assert not job.cancel  # left running: the client may resume once the broker is back
+
+
+def test_job_error_event_is_streamed_as_is(backend, server):
+    backend.fail_with = "GenerationError"
+    with httpx.stream("POST", f"{server.url}/execute", json={"prompt": "x"}) as r:
+        messages = parse_sse(r.iter_lines())
+    assert [m["event"] for m in messages] == ["queued", "started", "tokens", "error"]
+    assert messages[-1]["data"]["error_type"] == "GenerationError"

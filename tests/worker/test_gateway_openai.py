@@ -138,3 +138,21 @@ def test_raw_stream_ends_with_done_marker(server):
     assert data[-1] == "[DONE]"
     assert [json.loads(d)["object"] for d in data[:-1]] == ["chat.completion.chunk"] * 3
     assert json.loads(data[1])["id"] == f"chatcmpl-{r.headers['x-job-id']}"
+
+
+@pytest.mark.parametrize(("error_type", "status"), [("ContextTooLong", 422), ("GenerationError", 502)])
+def test_failed_job_maps_to_422_or_502(client, backend, error_type, status):
+    backend.fail_with = error_type
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == status and info.value.body["code"] == error_type
+    assert info.value.body["message"].endswith(f": {error_type}: the fake failed")
+
+
+def test_failed_job_mid_stream_is_an_error_chunk(client, backend):
+    backend.fail_with = "GenerationError"
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="GenerationError: the fake failed"):
+        list(stream)
