@@ -49,8 +49,10 @@ def settings_from_args(args: argparse.Namespace):
 
 def pin_gpu(ordinal: int) -> None:
     """Make `ordinal` the only GPU this process sees; must run before anything initialises CUDA."""
+    from worker.errors import WorkerError
+
     if "pycuda.driver" in sys.modules or "pycuda.autoinit" in sys.modules:
-        raise RuntimeError("CUDA was initialised before the worker pinned its GPU")
+        raise WorkerError(f"CUDA was initialised before the worker could pin GPU {ordinal}")
     os.environ["CUDA_VISIBLE_DEVICES"] = str(ordinal)
 
 
