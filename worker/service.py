@@ -98,6 +98,44 @@ class JobRun:
                                                       str(exc), now))
 
 
+class CancelWatcher:
+    """Reads the cancel flags of the jobs the scheduler holds, off the scheduler thread.
+
+    The scheduler calls it once per turn with its job ids and gets back those flagged, from memory;
+    a background thread refreshes the flags (one MGET) every `interval_s`, so a cancel is seen within
+    `interval_s` plus one decode step, and the engine never waits on Redis.
+    """
+
+    def __init__(self, client: redis_lib.Redis, interval_s: float = 0.01) -> None:
+        self.client, self.interval_s = client, interval_s
+        self._watched: frozenset[str] = frozenset()
+        self._flagged: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="orcd-cancels", daemon=True)
+        self._thread.start()
+
+    def __call__(self, job_ids: Collection[str]) -> set[str]:
+        self._watched = frozenset(job_ids)
+        return set(self._flagged & self._watched)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            ids = list(self._watched)
+            if not ids:
+                self._flagged = frozenset()
+                continue
+            try:
+                flags = self.client.mget([keys.job_cancel(i) for i in ids])
+            except redis_lib.RedisError as exc:
+                logger.warning("cancel flags unreadable (%s); trying again", exc)
+                continue
+            self._flagged = frozenset(i for i, flag in zip(ids, flags, strict=True) if flag)
+
+
 class WorkerService:
     """One worker's engine, scheduler, publisher and heartbeat; `run_job` serves one job."""
 
@@ -108,7 +146,8 @@ class WorkerService:
         self.publisher = Publisher(client, chunk_tokens=settings.chunk_tokens, chunk_ms=settings.chunk_ms,
                                    live_ttl_s=int(settings.job_timeout_s + settings.result_ttl_s),
                                    result_ttl_s=settings.result_ttl_s)
-        self.scheduler = Scheduler(engine, cancelled=self._cancelled,
+        self.cancels = CancelWatcher(client)
+        self.scheduler = Scheduler(engine, cancelled=self.cancels,
                                    step_delay_s=settings.step_delay_ms / 1000.0)
         self.scheduler.start()
         self.started_at = time.time()
@@ -133,6 +172,7 @@ class WorkerService:
 
     def close(self) -> None:
         self._stop.set()
+        self.cancels.stop()
         self.scheduler.stop()
         self.publisher.close()
         try:
@@ -199,11 +239,6 @@ class WorkerService:
             new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
                                              self.engine.max_context),
             priority=job.priority, deadline=deadline))
-
-    def _cancelled(self, job_ids: Collection[str]) -> set[str]:
-        ids = list(job_ids)
-        flags = self.client.mget([keys.job_cancel(i) for i in ids])
-        return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
     # ---- liveness
 

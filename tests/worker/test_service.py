@@ -138,3 +138,21 @@ def test_heartbeat_describes_the_worker(stack):
     assert 0 < client.redis.ttl(keys.worker("w1")) <= 15
     service.close()
     assert not client.redis.exists(keys.worker("w1"))
+
+
+def test_cancel_watcher_reports_flags_of_watched_jobs_only():
+    from worker.service import CancelWatcher
+
+    redis = fakeredis.FakeRedis()
+    watcher = CancelWatcher(redis, interval_s=0.005)
+    try:
+        assert watcher(["a", "b"]) == set()
+        redis.set(keys.job_cancel("b"), b"1")
+        redis.set(keys.job_cancel("z"), b"1")  # not held by this worker
+        deadline = time.monotonic() + 2.0
+        while not watcher(["a", "b"]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert watcher(["a", "b"]) == {"b"}
+        assert watcher(["a"]) == set()
+    finally:
+        watcher.stop()
