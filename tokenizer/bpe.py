@@ -15,6 +15,7 @@ from .pretokenize import PreTokenizer, get_pretokenizer
 from .vocab import TokenType, Vocab
 
 CACHE_MAX_WORDS = 200_000
+CACHE_MAX_WORD_CHARS = 256  # longer words (a CJK paragraph, a run of spaces) are rare repeats
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -72,9 +73,10 @@ class BPETokenizer(Tokenizer):
             ids = cache.get(word)
             if ids is None:
                 ids = self._encode_word(word)
-                if len(cache) >= CACHE_MAX_WORDS:
-                    cache.clear()
-                cache[word] = ids
+                if len(word) <= CACHE_MAX_WORD_CHARS:
+                    if len(cache) >= CACHE_MAX_WORDS:
+                        cache.clear()
+                    cache[word] = ids
             out.extend(ids)
 
     def _encode_word(self, word: str) -> tuple[int, ...]:

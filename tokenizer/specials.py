@@ -8,6 +8,7 @@ after it, one flagged `lstrip` the whitespace before it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .vocab import TokenType
@@ -36,9 +37,15 @@ class SpecialSplitter:
             for i in ids
         ]
         self._always = [s for s in self._all if s.always]
+        # one scan that tells whether any special text occurs at all (the usual answer is no)
+        self._any_all = _any_of(self._all)
+        self._any_always = _any_of(self._always)
 
     def split(self, text: str, parse_special: bool) -> list[str | int]:
         fragments: list[str | int] = [text] if text else []
+        any_of = self._any_all if parse_special else self._any_always
+        if any_of is None or not any_of.search(text):
+            return fragments
         for special in self._all if parse_special else self._always:
             if special.text not in text:
                 continue
@@ -50,6 +57,10 @@ class SpecialSplitter:
                     out.extend(_cut(fragment, special))
             fragments = out
         return fragments
+
+
+def _any_of(specials: list[SpecialToken]) -> re.Pattern | None:
+    return re.compile("|".join(re.escape(s.text) for s in specials)) if specials else None
 
 
 def _cut(fragment: str, special: SpecialToken) -> list[str | int]:

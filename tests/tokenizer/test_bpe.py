@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenizer import load_tokenizer
-from tokenizer.bpe import BYTE_TO_CHAR, CACHE_MAX_WORDS, byte_decode, bytes_to_unicode
+from tokenizer.bpe import BYTE_TO_CHAR, CACHE_MAX_WORD_CHARS, CACHE_MAX_WORDS, byte_decode, bytes_to_unicode
 
 
 @pytest.mark.parametrize("name", ["gpt-2", "qwen2", "llama-bpe"])
@@ -87,6 +87,8 @@ def test_word_cache_is_used_and_bounded(qwen2):
     qwen2._cache.clear()
     qwen2.encode(" cached cached cached")
     assert qwen2._cache[" cached"] == tuple(qwen2.encode(" cached"))
+    long_word = "x" * (CACHE_MAX_WORD_CHARS + 1)
+    assert qwen2.decode(qwen2.encode(long_word)) == long_word and long_word not in qwen2._cache
     assert len(qwen2._cache) <= CACHE_MAX_WORDS
 
 
