@@ -18,6 +18,7 @@ from .vocab import EOG_TEXTS, EOT_TEXTS, TokenType, Vocab
 logger = logging.getLogger(__name__)
 
 _PREFIX = "tokenizer.ggml."
+_TYPE_VALUES = frozenset(int(t) for t in TokenType)
 
 
 def load_tokenizer(source: str | os.PathLike | Mapping[str, Any] | Any) -> Tokenizer:
@@ -73,7 +74,7 @@ def read_vocab(metadata: Mapping[str, Any]) -> Vocab:
             return None
         return value
 
-    types = list(types)
+    types = [t if t in _TYPE_VALUES else TokenType.UNDEFINED for t in types]  # as llama.cpp
     eot = special("eot")
     if eot is None:
         by_text = {t: i for i, t in enumerate(tokens) if t in EOT_TEXTS}

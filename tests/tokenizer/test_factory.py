@@ -41,6 +41,11 @@ def test_numpy_arrays_are_accepted():
     assert tok.token_type(3) == TokenType.CONTROL and tok.encode("ab") == [2]
 
 
+def test_unknown_token_type_values_become_undefined():
+    tok = load_tokenizer(_bpe(**{"tokenizer.ggml.token_type": [1, 9, 1, 3]}))
+    assert tok.token_type(1) == TokenType.UNDEFINED and tok.decode([1]) == "b"
+
+
 def test_end_of_generation_tokens_become_control():
     tok = load_tokenizer(_bpe())  # <|endoftext|> typed NORMAL (absent token_type) in the file
     assert tok.token_type(3) == TokenType.CONTROL and tok.is_eog(3) and tok.eot_id == 3
