@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tokenizer.specials import SpecialSplitter
 from tokenizer.vocab import TokenType
 
@@ -39,3 +42,22 @@ def test_empty_text_and_empty_token_texts():
     splitter = SpecialSplitter(["", "<s>"], [C, C], set(), set())
     assert splitter.split("", parse_special=True) == []
     assert splitter.split("ab", parse_special=True) == ["ab"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "<", "s>", "<s>", "<|im", "_start|>", "<tool>", " ", "\n"]), max_size=12),
+    st.booleans(),
+)
+def test_fragments_spell_the_text(parts, parse_special):
+    splitter = SpecialSplitter(TOKENS, TYPES, set(), set())
+    text = "".join(parts)
+    fragments = splitter.split(text, parse_special)
+    assert "".join(TOKENS[f] if isinstance(f, int) else f for f in fragments) == text
+    assert all(f != "" for f in fragments)
+    allowed = {1, 2, 3, 4} if parse_special else {3, 4}
+    assert {f for f in fragments if isinstance(f, int)} <= allowed
+    # no recognisable special text is left inside the plain fragments
+    for fragment in fragments:
+        if isinstance(fragment, str):
+            assert not any(TOKENS[i] in fragment for i in allowed)
