@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Collection
@@ -249,10 +250,10 @@ class WorkerService:
                 "active": self.scheduler.n_running, "queued": self.scheduler.n_waiting,
                 "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
                 "ts": time.time()}
-        memory = getattr(self.engine, "memory_info", None)
-        if callable(memory):
-            free, total = memory()
-            info.update(free_vram=free, total_vram=total)
+        if self.engine.backend == "cuda":
+            memory = gpu_memory(self.settings.gpu)
+            if memory is not None:
+                info.update(free_vram=memory[0], total_vram=memory[1])
         return info
 
     def _beat(self) -> None:
@@ -272,6 +273,18 @@ def _new_generation(prompt_ids: list[int], params: Any, tokenizer: Any, max_cont
     from gpu.generation import Generation
 
     return Generation(prompt_ids, params, tokenizer, max_context=max_context)
+
+
+def gpu_memory(ordinal: int) -> tuple[int, int] | None:
+    """(free, total) bytes of a GPU from nvidia-smi (NVML ordinal), without touching the worker's
+    CUDA context from this thread; None where nvidia-smi is missing or fails."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", str(ordinal), "--query-gpu=memory.free,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+        free, total = (int(x) << 20 for x in out.stdout.strip().split(","))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return free, total
 
 
 def job_seed(job_id: str) -> int:
