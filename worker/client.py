@@ -22,7 +22,7 @@ import redis as redis_lib
 from pydantic import ValidationError
 
 from . import keys
-from .errors import InvalidJob, JobFailed, JobNotFound, JobTimeout, QueueFull
+from .errors import InvalidJob, JobFailed, JobNotFound, JobTimeout, QueueFull, SettingsError
 from .schemas import Done, Error, Event, Job, Queued, Timings, Tokens, Usage
 from .settings import Settings, load_settings
 from .streams import afollow, append_events, follow
@@ -77,7 +77,7 @@ class Client:
         if redis_url and self.settings.redis_url != redis_url:
             self.settings = self.settings.model_copy(update={"redis_url": redis_url})
         if redis is None and not self.settings.redis_url:
-            raise InvalidJob("Client needs a Redis URL (ORCD_REDIS_URL)")
+            raise SettingsError("Client needs a Redis URL (ORCD_REDIS_URL or redis_url=)")
         self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url)
         self._send = sender or celery_sender(self.settings)
         self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
