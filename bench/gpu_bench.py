@@ -117,11 +117,12 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
     for batch in BATCHES:
         slots = [eng.alloc() for _ in range(batch)]
         logits = eng.prefill(slots, [rng.integers(0, vocab, PROMPT).tolist() for _ in slots])
+        ids = logits.argmax(axis=1).tolist()
         for _ in range(3):  # first call of this batch size: eager + graph capture
-            logits = eng.decode(slots, logits.argmax(axis=1).tolist())
+            ids = eng.decode(slots, ids).argmax(axis=1).tolist()
         t0 = time.perf_counter()
-        for _ in range(STEPS):
-            logits = eng.decode(slots, logits.argmax(axis=1).tolist())
+        for _ in range(STEPS):  # the engine API: logits [B, vocab] to the host, argmax there
+            ids = eng.decode(slots, ids).argmax(axis=1).tolist()
         dt = time.perf_counter() - t0
         record(
             out,
@@ -132,6 +133,21 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
             tok_s=round(batch * STEPS / dt, 1),
             step_ms=round(1e3 * dt / STEPS, 3),
         )
+        t0 = time.perf_counter()
+        for _ in range(STEPS):  # greedy picked on the GPU: only token ids come back
+            ids = eng.decode_greedy(slots, ids).tolist()
+        dt = time.perf_counter() - t0
+        record(
+            out,
+            section="decode",
+            engine="orcd-greedy-gpu",
+            model=name,
+            batch=batch,
+            tok_s=round(batch * STEPS / dt, 1),
+            step_ms=round(1e3 * dt / STEPS, 3),
+        )
+        if batch in (1, 64):
+            profile_step(out, name, eng, batch)
         for s in slots:
             eng.free(s)
     slot = eng.alloc()
@@ -166,6 +182,43 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
             out, section="decode", engine="orcd-no-graphs", model=name, batch=1, tok_s=round(STEPS / dt, 1)
         )
         eng.close()
+
+
+def profile_step(out: Path, name: str, eng, batch: int) -> None:
+    """GPU time of one decode step: its CUDA graph replayed back to back, and each kernel timed alone."""
+    import pycuda.driver as cuda
+
+    rt = eng.rt
+    with rt.activate():
+        if eng.graphs is not None and batch in eng.graphs:
+            start, end = cuda.Event(), cuda.Event()
+            start.record(rt.stream)
+            for _ in range(50):
+                eng.graphs.launch(batch)
+            end.record(rt.stream)
+            end.synchronize()
+            record(
+                out,
+                section="profile",
+                model=name,
+                batch=batch,
+                graph_step_ms=round(end.time_since(start) / 50, 4),
+            )
+        rt.profile = []
+        eng.forward.decode(batch)
+        report = rt.profile_report()
+        rt.profile = None
+    total = sum(ms for _, ms in report.values())
+    top = sorted(report.items(), key=lambda kv: -kv[1][1])[:12]
+    record(
+        out,
+        section="profile",
+        model=name,
+        batch=batch,
+        kernels_ms=round(total, 4),
+        launches=sum(c for c, _ in report.values()),
+        top=[(k, c, round(ms, 4)) for k, (c, ms) in top],
+    )
 
 
 def bench_llama_cpp(out: Path, name: str, path: Path) -> None:

@@ -22,6 +22,7 @@ from .cuda_graphs import DecodeGraphs, GraphError
 from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
 from .errors import EngineError, OutOfMemory
+from .ops.argmax import argmax
 from .ops.attention_decode import n_splits
 from .runtime import Runtime, device_count
 
@@ -47,6 +48,8 @@ class CudaEngine(Engine):
                                    PREFILL_CHUNK)
         self.host_inputs = cuda.pagelocked_empty((3, self.forward.rows), np.int32)  # ids, pos, slots
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
+        self.host_ids = cuda.pagelocked_empty((max_batch,), np.int32)
+        self._greedy = False  # decode_greedy: return argmax ids instead of logits
         self.graphs = None
         if use_graphs:
             try:
@@ -80,6 +83,15 @@ class CudaEngine(Engine):
                     engine.load_seconds, rt.memory_report(), rt.allocated["weights"] / weights.n_params)
         return engine
 
+    def decode_greedy(self, slots: list[int], token_ids: list[int]) -> np.ndarray:
+        """`decode`, but each row's argmax token id [B] int32 (picked on the GPU) instead of logits:
+        greedy generation without copying [B, vocab] logits to the host."""
+        self._greedy = True
+        try:
+            return self.decode(slots, token_ids)
+        finally:
+            self._greedy = False
+
     # --- backend hooks -------------------------------------------------------------------------------
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
         rows = [self._prefill_one(slot, t, start, False)[-1]
@@ -96,13 +108,18 @@ class CudaEngine(Engine):
         inputs[:, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch slot
         inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots
         with self.rt.activate(), _engine_errors("decode", slots):
-            self.forward.set_inputs(inputs, bucket)
+            self.forward.set_inputs(inputs)
             if self.graphs is not None and bucket in self.graphs:
                 self.graphs.launch(bucket)
             else:
                 self.forward.decode(bucket)  # the first step of a bucket also compiles its kernels
                 if self.graphs is not None:
                     self._capture(bucket)
+            if self._greedy:
+                argmax(self.rt, self.forward.next_ids[:n], self.forward.logits[:n])
+                cuda.memcpy_dtoh_async(self.host_ids[:n], self.forward.next_ids.gpudata, self.rt.stream)
+                self.rt.synchronize()
+                return self.host_ids[:n].copy()
             logits = self.host_logits[:bucket]
             cuda.memcpy_dtoh_async(logits, self.forward.logits[:bucket].gpudata, self.rt.stream)
             self.rt.synchronize()
@@ -124,7 +141,7 @@ class CudaEngine(Engine):
                 self.host_inputs[0, :n] = chunk
                 self.host_inputs[1, :n] = np.arange(start + c, start + c + n)
                 self.host_inputs[2, :n] = slot
-                self.forward.set_inputs(self.host_inputs, n)
+                self.forward.set_inputs(self.host_inputs)
                 logits = self.forward.prefill(n, slot, start + c, all_logits)
                 if all_logits or last:
                     host = np.empty(logits.shape, np.float32)

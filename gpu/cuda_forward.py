@@ -40,9 +40,9 @@ class CudaForward:
         self.v_cache = [rt.empty(cache_shape, op, "kv_cache") for _ in range(c.n_layers)]
         rows = max(max_rows, prefill_chunk)
         self.rows = rows
-        self.ids = rt.empty((rows,), np.int32, "scratch")
-        self.pos = rt.empty((rows,), np.int32, "scratch")
-        self.slots = rt.empty((rows,), np.int32, "scratch")
+        self.inputs = rt.empty((3, rows), np.int32, "scratch")  # token ids, positions, slots
+        self.ids, self.pos, self.slots = self.inputs[0], self.inputs[1], self.inputs[2]
+        self.next_ids = rt.empty((max_rows,), np.int32, "scratch")  # greedy picks (decode_greedy)
         self.x = rt.empty((rows, c.dim), f32, "scratch")  # residual stream
         self.h = rt.empty((rows, c.dim), op, "scratch")  # normed
         self.qkv = rt.empty((rows, c.qkv_dim), f32, "scratch")
@@ -57,12 +57,11 @@ class CudaForward:
         self._logits_all = None  # [prefill_chunk, vocab], made on the first teacher-forced call
 
     # --- inputs ----------------------------------------------------------------------------------
-    def set_inputs(self, host: np.ndarray, n: int) -> None:
-        """Copy host [3, >= n] int32 (pinned: ids, positions, slots) into the device input buffers."""
+    def set_inputs(self, host: np.ndarray) -> None:
+        """Copy host [3, rows] int32 (pinned: ids, positions, slots) into the device inputs, one copy."""
         import pycuda.driver as cuda
 
-        for row, dev in enumerate((self.ids, self.pos, self.slots)):
-            cuda.memcpy_htod_async(dev.gpudata, host[row, :n], self.rt.stream)
+        cuda.memcpy_htod_async(self.inputs.gpudata, host, self.rt.stream)
 
     # --- steps -----------------------------------------------------------------------------------
     def decode(self, n: int) -> None:

@@ -56,6 +56,8 @@ class Runtime:
         self.operand = OPERAND_DTYPES[dtype]
         self.allocated: dict[str, int] = defaultdict(int)  # purpose -> bytes
         self._functions: dict[tuple, cuda.Function] = {}
+        self._names: dict[int, str] = {}  # id(function) -> kernel name, for profiles
+        self.profile: list | None = None  # set to [] to time every launch: (name, start, end) events
         logger.info("CUDA device %d: %s (%s, %d SMs), operands %s", device, self.name, self.arch,
                     self.n_sm, dtype)
 
@@ -76,10 +78,27 @@ class Runtime:
             fn = module.get_function(name)
             fn.prepare(arg_types)
             self._functions[key] = fn
+            self._names[id(fn)] = name + "".join(f" {k}={v}" for k, v in sorted(defines.items()))
         return fn
 
     def launch(self, fn: cuda.Function, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+        if self.profile is None:
+            fn.prepared_async_call(grid, block, self.stream, *args)
+            return
+        start, end = cuda.Event(), cuda.Event()
+        start.record(self.stream)
         fn.prepared_async_call(grid, block, self.stream, *args)
+        end.record(self.stream)
+        self.profile.append((self._names[id(fn)], start, end))
+
+    def profile_report(self) -> dict[str, tuple[int, float]]:
+        """Kernel variant -> (launches, total ms) of the launches timed since `profile = []`."""
+        self.stream.synchronize()
+        out: dict[str, tuple[int, float]] = {}
+        for name, start, end in self.profile or []:
+            count, ms = out.get(name, (0, 0.0))
+            out[name] = (count + 1, ms + end.time_since(start))
+        return out
 
     # --- memory ----------------------------------------------------------------------------------
     def mem_info(self) -> tuple[int, int]:

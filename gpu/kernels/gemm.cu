@@ -1,8 +1,7 @@
 // y[m, n] (+)= sum_k a[m, k] * w[n, k] + bias[n] on tensor cores (wmma 16x16x16, f32 accumulate), for
 // prefill and batched decode. Tiles of BM x BN with BK = 32, double-buffered through cp.async; WM x WN warps
-// each own a (BM / WM) x (BN / WN) piece. grid = (ceil(N / BN), ceil(M / BM), ksplit): with ksplit > 1 each
-// z-slice sums a share of K and adds it atomically (the launcher zeroes y first unless accumulating).
-// M and N are free; K must be a multiple of 8.
+// each own a (BM / WM) x (BN / WN) piece; grid = (ceil(N / BN), ceil(M / BM)). K is not split, so the
+// result is deterministic. M and N are free; K must be a multiple of 8.
 #include "common.cuh"
 #include <mma.h>
 using namespace nvcuda;
@@ -55,9 +54,6 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
 
     const int n_tiles = (K + BK - 1) / BK;
-    const int per_split = (n_tiles + gridDim.z - 1) / gridDim.z;
-    const int t_begin = blockIdx.z * per_split;
-    const int t_end = min(n_tiles, t_begin + per_split);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
 #pragma unroll
@@ -65,15 +61,13 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
 #pragma unroll
         for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    if (t_begin < t_end) {
-        load_tile(smem, smem + BM * LDS, a, w, M, N, K, m0, n0, t_begin * BK);
-        asm volatile("cp.async.commit_group;\n" ::);
-    }
-    for (int t = t_begin; t < t_end; ++t) {
-        dtype *as = smem + ((t - t_begin) & 1) * (BM + BN) * LDS;  // this tile: [BM, LDS] then [BN, LDS]
+    load_tile(smem, smem + BM * LDS, a, w, M, N, K, m0, n0, 0);
+    asm volatile("cp.async.commit_group;\n" ::);
+    for (int t = 0; t < n_tiles; ++t) {
+        dtype *as = smem + (t & 1) * (BM + BN) * LDS;  // this tile: [BM, LDS] then [BN, LDS]
         dtype *ws = as + BM * LDS;
-        if (t + 1 < t_end) {
-            dtype *next = smem + ((t + 1 - t_begin) & 1) * (BM + BN) * LDS;
+        if (t + 1 < n_tiles) {
+            dtype *next = smem + ((t + 1) & 1) * (BM + BN) * LDS;
             load_tile(next, next + BM * LDS, a, w, M, N, K, m0, n0, (t + 1) * BK);
             asm volatile("cp.async.commit_group;\n" ::);
             asm volatile("cp.async.wait_group 1;\n" ::);
@@ -101,8 +95,6 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
 
     // Epilogue: each warp stages one 16x16 fragment at a time in (now free) shared memory.
     float *stage = reinterpret_cast<float *>(smem) + warp * 256;
-    const bool add_bias = bias != nullptr && blockIdx.z == 0;
-    const bool atomic = gridDim.z > 1;
 #pragma unroll
     for (int i = 0; i < FM; ++i) {
 #pragma unroll
@@ -115,10 +107,8 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
             for (int c = 0; c < 8; ++c) {
                 const int gn = n0 + wn * FN * 16 + j * 16 + c0 + c;
                 if (gm < M && gn < N) {
-                    float v = stage[r * 16 + c0 + c] + (add_bias ? bias[gn] : 0.0f);
                     float *out = y + (size_t)gm * N + gn;
-                    if (atomic) atomicAdd(out, v);
-                    else *out = (accumulate ? *out : 0.0f) + v;
+                    *out = (accumulate ? *out : 0.0f) + stage[r * 16 + c0 + c] + (bias ? bias[gn] : 0.0f);
                 }
             }
             __syncwarp();

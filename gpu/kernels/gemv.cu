@@ -1,15 +1,32 @@
-// y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for a few rows m (decode): memory-bound, each weight row
-// streamed once with 16-byte loads. A block of 8 warps covers 8 / ksplit rows; the ksplit warps of a row
-// each take an interleaved share of K and are summed through shared memory. f32 accumulation.
-// -D MAX_M: most rows of x per launch (1, 2, 4 or 8). K must be a multiple of 8.
+// y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for up to 64 rows m (decode): memory-bound, each weight
+// row streamed once with 16-byte loads and applied to every row of x. A block of 8 warps covers
+// 8 / ksplit weight rows; the ksplit warps of a row take interleaved shares of K and are summed through
+// shared memory. f32 accumulation. The order of the additions for an output depends only on (N, K,
+// ksplit), never on M, so a row's result is the same whatever the batch (batch invariance).
+// -D MAX_M: most rows of x per launch (1, 2, 4, 8, 16, 32 or 64). K must be a multiple of 8.
 #include "common.cuh"
 
 #ifndef MAX_M
 #define MAX_M 1
 #endif
-#define UNROLL 4
+#define UNROLL (MAX_M <= 8 ? 4 : 2)
 
-extern "C" __global__ void __launch_bounds__(256) gemv(float *__restrict__ y,          // [M, N]
+__device__ __forceinline__ void fma_chunk(float (&acc)[MAX_M], const uint4 &wv, const uint4 *xr, int n_chunks,
+                                          int c, int M) {
+    float wf[8];
+    unpack8(wv, wf);
+#pragma unroll
+    for (int m = 0; m < MAX_M; ++m) {
+        if (m < M) {
+            float xf[8];
+            unpack8(__ldg(xr + (size_t)m * n_chunks + c), xf);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) gemv(float *__restrict__ y,          // [M, N]
                                                        const dtype *__restrict__ x,    // [M, K]
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
@@ -33,59 +50,30 @@ extern "C" __global__ void __launch_bounds__(256) gemv(float *__restrict__ y,   
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) wv[u] = __ldcs(wr + c + u * step);
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                float wf[8];
-                unpack8(wv[u], wf);
-#pragma unroll
-                for (int m = 0; m < MAX_M; ++m) {
-                    if (m < M) {
-                        float xf[8];
-                        unpack8(__ldg(xr + (size_t)m * n_chunks + c + u * step), xf);
-#pragma unroll
-                        for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
-                    }
-                }
-            }
+            for (int u = 0; u < UNROLL; ++u) fma_chunk(acc, wv[u], xr, n_chunks, c + u * step, M);
         }
-        for (; c < n_chunks; c += step) {
-            float wf[8];
-            unpack8(__ldcs(wr + c), wf);
-#pragma unroll
-            for (int m = 0; m < MAX_M; ++m) {
-                if (m < M) {
-                    float xf[8];
-                    unpack8(__ldg(xr + (size_t)m * n_chunks + c), xf);
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
-                }
-            }
-        }
+        for (; c < n_chunks; c += step) fma_chunk(acc, __ldcs(wr + c), xr, n_chunks, c, M);
     }
 #pragma unroll
-    for (int m = 0; m < MAX_M; ++m) acc[m] = warp_sum(acc[m]);
+    for (int m = 0; m < MAX_M; ++m) acc[m] = warp_sum(acc[m]);  // every lane holds every row's sum
     if (ksplit > 1) {
-        if (lane == 0) {
 #pragma unroll
-            for (int m = 0; m < MAX_M; ++m) partial[warp][m] = acc[m];
-        }
+        for (int m = 0; m < MAX_M; ++m)
+            if (lane == (m & 31)) partial[warp][m] = acc[m];
         __syncthreads();
-        if (part == 0) {
-#pragma unroll
-            for (int m = 0; m < MAX_M; ++m) {
-                float s = 0.0f;
-                for (int p = 0; p < ksplit; ++p) s += partial[warp + p][m];
-                acc[m] = s;
-            }
-        }
     }
-    if (row < N && part == 0 && lane == 0) {
-        const float b = bias ? bias[row] : 0.0f;
+    if (row >= N || part != 0) return;
+    const float b = bias ? bias[row] : 0.0f;
 #pragma unroll
-        for (int m = 0; m < MAX_M; ++m) {
-            if (m < M) {
-                float *out = y + (size_t)m * N + row;
-                *out = (accumulate ? *out : 0.0f) + acc[m] + b;
+    for (int m = 0; m < MAX_M; ++m) {
+        if (m < M && lane == (m & 31)) {
+            float s = acc[m];
+            if (ksplit > 1) {
+                s = 0.0f;
+                for (int p = 0; p < ksplit; ++p) s += partial[warp + p][m];
             }
+            float *out = y + (size_t)m * N + row;
+            *out = (accumulate ? *out : 0.0f) + s + b;
         }
     }
 }

@@ -1,4 +1,5 @@
-"""A projection y (+)= x @ w.T + bias: gemv for a few rows (memory-bound decode), gemm otherwise."""
+"""A projection y (+)= x @ w.T + bias: gemv up to 64 rows (decode batches: memory-bound and
+batch-invariant), tensor-core gemm for longer prompts."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def test_layernorm(rt, rng, n, dim):
 @pytest.mark.parametrize(
     ("m", "n", "k"),
     [(1, 1001, 776), (3, 517, 4864), (8, 96, 8), (9, 517, 1000), (33, 1000, 896), (64, 130, 4096),
-     (300, 517, 264), (1024, 2304, 256)],
+     (65, 517, 1000), (100, 77, 64), (300, 517, 264), (1024, 2304, 256)],
 )
 @pytest.mark.parametrize("mode", ["plain", "bias+accumulate"])
 def test_linear(rt, rng, m, n, k, mode):
@@ -231,6 +231,37 @@ def test_gelu(rt, rng, shape):
     out = empty(rt, shape)
     gelu(rt, out, f32(rt, x))
     assert rel_err(get(rt, out), ref.gelu(x)) <= 1e-2
+
+
+def test_gemv_row_result_does_not_depend_on_batch(rt, rng):
+    from gpu.ops.linear import linear
+
+    k, n = 896, 1152
+    x_host = rng.standard_normal((64, k)).astype(np.float32)
+    w, _ = operand(rt, (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32))
+    rows = {}
+    for m in (1, 3, 16, 37, 64):
+        x, _ = operand(rt, x_host[:m])
+        y = empty(rt, (m, n), np.float32)
+        linear(rt, y, x, w)
+        rows[m] = get(rt, y)[0]
+    for m, row in rows.items():
+        assert np.array_equal(row, rows[1]), f"row 0 differs between a batch of 1 and of {m}"
+
+
+def test_argmax(rt, rng):
+    from gpu.ops.argmax import argmax
+
+    n, vocab = 5, 151_936
+    logits = rng.standard_normal((n, vocab)).astype(np.float32)
+    logits[1, [7, 90_000]] = 50.0  # a tie: the first index wins, as in numpy
+    logits[2, -1] = 60.0
+    import pycuda.driver as cuda
+
+    ids = rt.empty((n,), np.int32, "test")
+    cuda.memset_d32(ids.gpudata, 0xFFFFFFFF, n)  # -1: unwritten
+    argmax(rt, ids, f32(rt, logits))
+    assert get(rt, ids).tolist() == logits.argmax(axis=1).tolist()
 
 
 def test_launcher_rejects_bad_shapes(rt):
