@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
                         help="a job fails after S seconds without an event (600)")
     add_model_flags(parser)
+    parser.set_defaults(backend=None)  # unset: ORCD_BACKEND, else auto
     add_sampling_flags(parser)
     add_connection_flags(parser)
     add_worker_flags(parser)

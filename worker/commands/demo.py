@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="stream a few concurrent jobs (embedded by default)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(parser)
+    parser.set_defaults(backend=None)  # unset: ORCD_BACKEND, else auto
     parser.add_argument("-j", "--jobs", type=int, default=4, help=f"concurrent jobs (1..{len(PROMPTS)})")
     parser.add_argument("-n", "--max-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

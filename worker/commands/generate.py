@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("prompt", nargs="?", default="-", metavar="PROMPT|-",
                         help="prompt text; - or nothing: read stdin")
     add_model_flags(parser)
+    parser.set_defaults(backend=None)  # unset: ORCD_BACKEND, else auto
     add_sampling_flags(parser)
     parser.add_argument("--priority", type=int, default=5, help="0..9, 9 = most urgent (5)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",

@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="run a Celery worker for one model on one GPU",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(parser)
+    parser.set_defaults(backend=None)  # unset: ORCD_BACKEND, else auto
     parser.add_argument("--gpu", type=int, default=None, help="CUDA ordinal to pin (ORCD_GPU, 0)")
     parser.add_argument("--name", dest="worker_name", default=None, help="worker name (model-gpuN@host-pid)")
     add_connection_flags(parser)
