@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repro", metavar="SEED:NUMBER", help="write one case and run it in this process")
     ap.add_argument("--out", type=Path, help="with --repro: where to write the case's file")
     args = ap.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="fuzz-gguf-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # tmpfs: case files never touch a disk
+    workdir = Path(tempfile.mkdtemp(prefix="fuzz-gguf-", dir=shm))
     seeds = make_seeds(workdir)
     if args.repro:
         return _repro(seeds, args.repro, args.out, workdir)
@@ -112,7 +113,8 @@ def report(outcomes: list, elapsed: float) -> None:
     kinds = Counter((stage, msg.split("(")[0]) for o in crashes for stage, msg in o.crashes.items())
     for (stage, kind), count in kinds.most_common():
         example = next(o for o in crashes if o.crashes.get(stage, "").startswith(kind))
-        print(f"  {count:6d} x {stage}: {example.crashes[stage][:200]}  (repro {example.seed}:{example.number})")
+        print(f"  {count:6d} x {stage}: {example.crashes[stage][:200]}  "
+              f"(repro {example.seed}:{example.number})")
     print(f"hangs (> 1 s in a stage, or stopped at 10 s): {len(hangs)}")
     for o in hangs[:10]:
         print(f"  {o.seed}:{o.number} {o.seconds}")

@@ -54,7 +54,8 @@ class Monitor(threading.Thread):
 def slot_check(client, n_workers: int, max_batch: int) -> str:
     """max_batch long jobs per idle worker: all must start before the first one ends."""
     params = SamplingParams(max_tokens=230, seed=1, ignore_eos=True, temperature=0.0)
-    handles = [client.submit(Job(prompt=f"slot check {i}", params=params)) for i in range(n_workers * max_batch)]
+    handles = [client.submit(Job(prompt=f"slot check {i}", params=params))
+               for i in range(n_workers * max_batch)]
     results = [h.result(timeout_s=120) for h in handles]
     started = [next(e.ts for e in r.events if e.type == "started") for r in results]
     ended = [r.events[-1].ts for r in results]

@@ -58,8 +58,9 @@ def run_chaos(workdir: Path, redis_url: str, *, n_jobs: int, n_workers: int, sub
     queue = unique_queue("chaos")
     jobs = [random_job(rng, i) for i in range(n_jobs)]
     expected = reference_ids(model, jobs, max_context)
-    workers = [Worker(model, queue, redis_url, workdir, i, max_batch=4, concurrency=4, max_context=max_context,
-                      step_delay_ms=step_delay_ms, **TIMING).start() for i in range(n_workers)]
+    workers = [Worker(model, queue, redis_url, workdir, i, max_batch=4, concurrency=4,
+                      max_context=max_context, step_delay_ms=step_delay_ms, **TIMING).start()
+               for i in range(n_workers)]
     for w in workers:
         w.wait_ready()
     client = client_for(model, queue, redis_url, job_timeout_s=TIMING["job_timeout"],

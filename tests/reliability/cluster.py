@@ -53,7 +53,7 @@ def rss_bytes(pid: int) -> int:
 class Worker:
     """One `orcd worker` subprocess; `start` again after `kill` gives a fresh process, same name."""
 
-    def __init__(self, model: Path, queue: str, redis_url: str, log_dir: Path, index: int,
+    def __init__(self, model: Path, queue: str | None, redis_url: str, log_dir: Path, index: int,
                  env: dict[str, str] | None = None, **flags: object) -> None:
         self.name = f"rel{index}-{uuid.uuid4().hex[:6]}"
         self.model, self.queue, self.redis_url = model, queue, redis_url
@@ -65,7 +65,9 @@ class Worker:
 
     def start(self) -> Worker:
         argv = [sys.executable, "-m", "worker.cli", "worker", "--model", str(self.model),
-                "--queue", self.queue, "--redis-url", self.redis_url, "--name", self.name]
+                "--redis-url", self.redis_url, "--name", self.name]
+        if self.queue:  # else the model's default queue, orcd.<model-name>
+            argv += ["--queue", self.queue]
         for flag, value in self.flags.items():
             argv += [f"--{flag.replace('_', '-')}", str(value)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCD_")}
@@ -115,13 +117,57 @@ def _heartbeat_pid(client: redis.Redis, name: str) -> int | None:
     return int(pid) if pid else None
 
 
+class Gateway:
+    """`orcd serve` as a subprocess on a free port."""
+
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = log_dir / "gateway.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCD_")}
+        env["PYTHONPATH"] = str(ROOT)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "serve", "--port", str(self.port),
+                 "--redis-url", redis_url],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 60.0) -> Gateway:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                httpx.get(self.url + "/health", timeout=2.0)
+                return self
+            except httpx.HTTPError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway did not start:\n{self.log.read_text()[-3000:]}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 class PrivateRedis:
     """A redis-server of our own (no persistence) that a test may stop and start again."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, *, persist: bool = False) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed")
-        self.port, self.workdir = port, workdir
+        self.port, self.workdir, self.persist = port, workdir, persist
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -131,7 +177,8 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10

@@ -43,8 +43,8 @@ class Field:
 
     offset: int
     size: int
-    kind: str  # "version" "n_tensors" "n_kv" "strlen" "vtype" "etype" "count" "n_dims" "dim" "ggml_type"
-    #          "tensor_offset" "int" "float" "bool"
+    kind: str  # "version" "n_tensors" "n_kv" "strlen" "vtype" "etype" "count" "n_dims" "dim"
+    #          "ggml_type" "tensor_offset" "int" "float" "bool"
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Seed:
     strings: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of string payloads
     version: int = 3
     kvs: list[tuple[str, GGUFValueType, Any, GGUFValueType | None]] = field(default_factory=list)
-    tensors: list[tuple[str, tuple[int, ...], int, int]] = field(default_factory=list)  # name dims type offset
+    tensors: list[tuple[str, tuple[int, ...], int, int]] = field(default_factory=list)  # name dims type off
     alignment: int = 32
     by_kind: dict[str, list[Field]] = field(init=False, default_factory=dict)
 
@@ -136,7 +136,8 @@ def seed_from_gguf(path: str | os.PathLike[str], *, max_array: int = 256, keep_d
             if vtype is V.ARRAY:
                 value = list(value[:max_array]) if etype is V.STRING else np.array(value[:max_array])
             kvs.append((key, vtype, value, etype))
-        tensors = [(t.name, t.dims, int(t.ggml_type), t.offset - gguf.data_offset) for t in gguf.tensors.values()]
+        tensors = [(t.name, t.dims, int(t.ggml_type), t.offset - gguf.data_offset)
+                   for t in gguf.tensors.values()]
         data_len = max(0, gguf.file_size - gguf.data_offset)
         data = bytes(gguf._view()[gguf.data_offset:]) if data_len <= keep_data_up_to else None
         version, alignment = gguf.version, gguf.alignment

@@ -86,10 +86,11 @@ class Tally:
 
     def summary(self) -> str:
         outcomes = Counter(c.outcome for c in self.checks)
-        reasons = Counter(c.finish_reason or c.error_type for c in self.checks if c.outcome in ("done", "error"))
+        ended = [c for c in self.checks if c.outcome in ("done", "error")]
+        reasons = Counter(c.finish_reason or c.error_type for c in ended)
         retried = sum(c.attempts > 1 for c in self.checks)
         return (f"{len(self.checks)} jobs: " + ", ".join(f"{k} {v}" for k, v in outcomes.most_common())
-                + f" | end reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+                + " | end reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
                 + f" | re-run after a crash: {retried}")
 
     @property
