@@ -231,3 +231,26 @@ def test_async_stream_and_result(served, reference):
     events, result = asyncio.run(read())
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert result.token_ids == reference("async reader", params)[0]
+
+
+def test_a_busy_worker_takes_the_most_urgent_job_next(tiny_model, tmp_path):  # noqa: F811
+    queue = unique_queue("priority")
+    worker = WorkerProcess(tiny_model, queue, tmp_path / "priority.log", max_batch=1, concurrency=1,
+                           step_delay_ms=20).wait_ready()
+    client = client_for(tiny_model, queue)
+    try:
+        blocker = client.submit(Job(prompt="blocker", params=SamplingParams(max_tokens=25, seed=1,
+                                                                            ignore_eos=True)))
+        wait_for(lambda: any(e.type == "started" for e in read_log(client.redis, blocker.id)),
+                 what="the blocker to start")
+        short = SamplingParams(max_tokens=2, seed=2)
+        low = [client.submit(Job(prompt=f"low {i}", priority=1, params=short)) for i in range(2)]
+        high = client.submit(Job(prompt="high", priority=9, params=short))
+        for handle in (blocker, high, *low):
+            handle.result(timeout_s=30)
+        started = {h.id: next(e.ts for e in read_log(client.redis, h.id) if e.type == "started")
+                   for h in (blocker, high, *low)}
+        assert sorted(started, key=started.get) == [blocker.id, high.id, low[0].id, low[1].id]
+    finally:
+        worker.stop()
+        client.close()
