@@ -57,6 +57,8 @@ def read_vocab(metadata: Mapping[str, Any]) -> Vocab:
     pre = _get(metadata, "pre", str) or ""
     if model == "gpt2":
         merges = _get(metadata, "merges", list, required=True)
+        if not all(isinstance(m, str) for m in merges):
+            raise TokenizerMetadataError(f"{_PREFIX}merges must be a list of strings")
         add_bos_default, add_space_prefix = get_pretokenizer(pre).add_bos, False
         default_ids: dict[str, int | None] = {}
     else:
@@ -101,8 +103,8 @@ def read_vocab(metadata: Mapping[str, Any]) -> Vocab:
         add_bos=add_bos_default if add_bos is None else add_bos,
         add_eos=bool(add_eos),
         add_space_prefix=add_space_prefix if prefix is None else prefix,
-        chat_template=metadata.get("tokenizer.chat_template") or None,
-        model_name=str(metadata.get("general.name", "")).lower(),
+        chat_template=_chat_template(metadata),
+        model_name=name.lower() if isinstance(name := metadata.get("general.name"), str) else "",
     )
 
 
@@ -132,10 +134,22 @@ def _array(metadata: Mapping[str, Any], name: str, n_tokens: int, kind: type) ->
     if key not in metadata:
         return None
     value = metadata[key]
-    values = value.tolist() if hasattr(value, "tolist") else list(value)
+    if not isinstance(value, list | np.ndarray) or np.ndim(value) != 1:
+        raise TokenizerMetadataError(f"{key} must be a 1-D array, got {type(value).__name__}")
+    values = value.tolist() if isinstance(value, np.ndarray) else value
     if len(values) < n_tokens:
         raise TokenizerMetadataError(f"{key} has {len(values)} entries for {n_tokens} tokens")
-    return [kind(v) for v in values[:n_tokens]]
+    try:
+        return [kind(v) for v in values[:n_tokens]]
+    except (TypeError, ValueError, OverflowError):
+        raise TokenizerMetadataError(f"{key} must hold numbers ({kind.__name__})") from None
+
+
+def _chat_template(metadata: Mapping[str, Any]) -> str | None:
+    value = metadata.get("tokenizer.chat_template")
+    if value is not None and not isinstance(value, str):
+        raise TokenizerMetadataError(f"tokenizer.chat_template must be a string, got {type(value).__name__}")
+    return value or None
 
 
 def _strip_flags(vocab: Vocab) -> tuple[set[int], set[int]]:

@@ -9,12 +9,14 @@ bytes as ``<0xNN>`` tokens.
 from __future__ import annotations
 
 import heapq
+import re
 
 from .base import Tokenizer
 from .errors import EncodeError
 from .vocab import TokenType, Vocab
 
 SPACE = "\u2581"
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class SPMTokenizer(Tokenizer):
@@ -35,8 +37,8 @@ class SPMTokenizer(Tokenizer):
 
     @staticmethod
     def _token_piece(text: str, token_type: int) -> bytes:
-        if token_type == TokenType.BYTE and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-            return bytes([int(text[3:5], 16)])
+        if token_type == TokenType.BYTE and (byte := _BYTE_TOKEN.fullmatch(text)):
+            return bytes([int(byte[1], 16)])
         if token_type in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED):
             return text.encode("utf-8")
         return text.replace(SPACE, " ").encode("utf-8")
