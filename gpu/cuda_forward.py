@@ -17,6 +17,8 @@ from .ops.attention_decode import attention_decode, n_splits
 from .ops.attention_prefill import attention_prefill
 from .ops.embedding import embedding
 from .ops.gelu import gelu
+from .ops.gemv import MAX_ROWS as GEMV_ROWS
+from .ops.gemv import gemv
 from .ops.layernorm import layernorm
 from .ops.linear import linear
 from .ops.rmsnorm import rmsnorm
@@ -113,6 +115,9 @@ class CudaForward:
             linear(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
             linear(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden | hidden]
+            if c.activation == "swiglu" and n <= GEMV_ROWS:  # silu(gate) * up computed as gemv reads it
+                gemv(rt, x, gu, layer.w_down, layer.b_down, accumulate=True, swiglu=True)
+                continue
             if c.activation == "swiglu":
                 swiglu(rt, act, gu)
             else:

@@ -1,14 +1,16 @@
 // Flash-decoding, first pass: one block per (query head, sequence, split of the context). Each of the 4
-// warps walks its share of the split's positions, one position at a time (lanes over head_dim), keeping an
-// online softmax (max m, sum l, unnormalised output); the warps are merged and the split's (m, l, out)
-// written for attention_combine. Reads lengths from device memory (pos + 1) so one CUDA graph serves all
-// steps. GQA: query head h reads kv head h / (n_heads / n_kv_heads). -D HEAD_DIM.
+// warps takes 32 positions of the split at a time: lane i scores position i (a whole q.k dot product from
+// 16-byte loads, q staged in shared memory), the warp updates its online softmax (max m, sum l) once per
+// 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged and the
+// split's (m, l, unnormalised out) written for attention_combine. Lengths come from device memory
+// (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads kv head h / (n_heads / n_kv).
+// -D HEAD_DIM (a multiple of 8).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
 #endif
-#define DPL ((HEAD_DIM + 31) / 32)  // dims per lane
+#define DPL ((HEAD_DIM + 31) / 32)  // value dims per lane
 #define WARPS 4
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
@@ -20,6 +22,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
     const int *__restrict__ slots,       // [n_rows]
     const int *__restrict__ pos,         // [n_rows]: the query's position; keys 0..pos are attended
     int n_heads, int n_kv_heads, int max_ctx, int split_len, float scale) {
+    __shared__ float s_q[HEAD_DIM];
     __shared__ float s_m[WARPS], s_l[WARPS], s_o[WARPS][HEAD_DIM];
     const int h = blockIdx.x, r = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -28,33 +31,45 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
     const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
 
     const int kvh = h / (n_heads / n_kv_heads);
-    const size_t base = ((size_t)slots[r] * n_kv_heads + kvh) * max_ctx * HEAD_DIM;
+    const size_t base_off = ((size_t)slots[r] * n_kv_heads + kvh) * max_ctx * HEAD_DIM;
     const dtype *qr = q + ((size_t)r * n_heads + h) * HEAD_DIM;
-    float qv[DPL], o[DPL];
+    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) s_q[d] = to_f32(qr[d]) * scale;
+    __syncthreads();
+
+    float m = -INFINITY, l = 0.0f, o[DPL];
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) {
-        const int d = lane + 32 * i;
-        qv[i] = d < HEAD_DIM ? to_f32(qr[d]) * scale : 0.0f;
-        o[i] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    for (int t = begin + warp; t < end; t += WARPS) {
-        const dtype *kr = k_cache + base + (size_t)t * HEAD_DIM;
-        float s = 0.0f;
+    for (int i = 0; i < DPL; ++i) o[i] = 0.0f;
+    for (int base = begin + warp * 32; base < end; base += WARPS * 32) {
+        const int t = base + lane;
+        float s = -INFINITY;
+        if (t < end) {
+            const uint4 *kr = reinterpret_cast<const uint4 *>(k_cache + base_off + (size_t)t * HEAD_DIM);
+            float acc = 0.0f;
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) {
-            const int d = lane + 32 * i;
-            if (d < HEAD_DIM) s += qv[i] * to_f32(kr[d]);
+            for (int c = 0; c < HEAD_DIM / 8; ++c) {
+                float kf[8];
+                unpack8(kr[c], kf);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) acc = fmaf(s_q[c * 8 + i], kf[i], acc);
+            }
+            s = acc;
         }
-        s = warp_sum(s);
-        const float m_new = fmaxf(m, s);
-        const float corr = __expf(m - m_new), e = __expf(s - m_new);
-        l = l * corr + e;
-        const dtype *vr = v_cache + base + (size_t)t * HEAD_DIM;
+        const float m_new = fmaxf(m, warp_max(s));  // finite: position `base` is valid
+        const float corr = __expf(m - m_new);       // 0 while m is still -inf
+        const float p = t < end ? __expf(s - m_new) : 0.0f;
+        l = l * corr + warp_sum(p);
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) {
-            const int d = lane + 32 * i;
-            o[i] = o[i] * corr + (d < HEAD_DIM ? e * to_f32(vr[d]) : 0.0f);
+        for (int i = 0; i < DPL; ++i) o[i] *= corr;
+        const int n_valid = min(32, end - base);
+        const dtype *vr = v_cache + base_off + (size_t)base * HEAD_DIM;
+#pragma unroll 4
+        for (int j = 0; j < n_valid; ++j) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+            for (int i = 0; i < DPL; ++i) {
+                const int d = lane + 32 * i;
+                if (d < HEAD_DIM) o[i] = fmaf(pj, to_f32(vr[(size_t)j * HEAD_DIM + d]), o[i]);
+            }
         }
         m = m_new;
     }

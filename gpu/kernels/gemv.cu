@@ -1,79 +1,139 @@
-// y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for up to 64 rows m (decode): memory-bound, each weight
-// row streamed once with 16-byte loads and applied to every row of x. A block of 8 warps covers
-// 8 / ksplit weight rows; the ksplit warps of a row take interleaved shares of K and are summed through
-// shared memory. f32 accumulation. The order of the additions for an output depends only on (N, K,
-// ksplit), never on M, so a row's result is the same whatever the batch (batch invariance).
-// -D MAX_M: most rows of x per launch (1, 2, 4, 8, 16, 32 or 64). K must be a multiple of 8.
+// y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for up to 64 rows m (decode and short prompts), on tensor
+// cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory with
+// 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
+// past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
+// k each, and the x fragments use the same k order, so the product is exact. A block of 8 warps covers
+// 64 / ksplit weight rows; the ksplit warps of a row group take interleaved k blocks and are summed
+// through shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
+// never on M: a row's result is the same whatever the batch. f32 accumulation.
+// -D MAX_M: most rows of x per launch (16, 32, 48 or 64). K must be a multiple of 8.
+// -D X_SWIGLU=1: x is the f32 gate|up projection [M, 2K] and the operand is silu(gate) * up rounded to the
+// operand type, exactly what swiglu.cu writes, so the feed-forward's down projection needs no swiglu launch.
 #include "common.cuh"
 
 #ifndef MAX_M
-#define MAX_M 1
+#define MAX_M 16
 #endif
-#define UNROLL (MAX_M <= 8 ? 4 : 2)
+#define MT ((MAX_M + 15) / 16)  // 16-row tiles of x
+#define UNROLL 4
 
-__device__ __forceinline__ void fma_chunk(float (&acc)[MAX_M], const uint4 &wv, const uint4 *xr, int n_chunks,
-                                          int c, int M) {
-    float wf[8];
-    unpack8(wv, wf);
+__device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                         unsigned b0, unsigned b1) {
+#ifdef USE_BF16
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+#ifndef X_SWIGLU
+#define X_SWIGLU 0
+#endif
+
+// Eight operands of row `row` of x from column k.
+__device__ __forceinline__ uint4 load_x(const void *__restrict__ x, int row, int K, int k) {
+#if X_SWIGLU
+    const float *g = reinterpret_cast<const float *>(x) + (size_t)row * 2 * K + k;
+    const float4 g0 = __ldg(reinterpret_cast<const float4 *>(g)), g1 = __ldg(reinterpret_cast<const float4 *>(g + 4));
+    const float4 u0 = __ldg(reinterpret_cast<const float4 *>(g + K));
+    const float4 u1 = __ldg(reinterpret_cast<const float4 *>(g + K + 4));
+    const float a[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+    const float u[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+    uint4 out;
+    dtype *h = reinterpret_cast<dtype *>(&out);
 #pragma unroll
-    for (int m = 0; m < MAX_M; ++m) {
-        if (m < M) {
-            float xf[8];
-            unpack8(__ldg(xr + (size_t)m * n_chunks + c), xf);
+    for (int i = 0; i < 8; ++i) h[i] = from_f32(a[i] / (1.0f + __expf(-a[i])) * u[i]);
+    return out;
+#else
+    return __ldg(reinterpret_cast<const uint4 *>(reinterpret_cast<const dtype *>(x) + (size_t)row * K + k));
+#endif
+}
+
+// One 32-wide k block: w holds this lane's 8 weights (row g, k = kb + 8t ..), x rows g and g + 8 of
+// every tile are loaded here (zero past M or K).
+__device__ __forceinline__ void k_block(float (&acc)[MT][4], const uint4 &wv, const void *__restrict__ x,
+                                        int M, int K, int k, int g) {
+    const bool k_ok = k < K;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
-        }
+    for (int mt = 0; mt < MT; ++mt) {
+        const int r0 = mt * 16 + g, r1 = r0 + 8;
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        const uint4 xa = (k_ok && r0 < M) ? load_x(x, r0, K, k) : zero;
+        const uint4 xb = (k_ok && r1 < M) ? load_x(x, r1, K, k) : zero;
+        mma16816(acc[mt], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+        mma16816(acc[mt], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) gemv(float *__restrict__ y,          // [M, N]
-                                                       const dtype *__restrict__ x,    // [M, K]
+extern "C" __global__ void __launch_bounds__(256) gemv(float *__restrict__ y,          // [M, N]
+                                                       const void *__restrict__ x,     // [M, K] (see X_SWIGLU)
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
                                                        int M, int N, int K, int ksplit, int accumulate) {
-    __shared__ float partial[8][MAX_M];
+    __shared__ float partial[8][MT][4][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (8 / ksplit) + warp / ksplit;
+    const int g = lane >> 2, t = lane & 3;
+    const int n0 = (blockIdx.x * (8 / ksplit) + warp / ksplit) * 8;  // this warp's 8 weight rows
     const int part = warp % ksplit;
-    float acc[MAX_M];
+    const int n = n0 + g;  // the weight row this lane loads
+    float acc[MT][4];
 #pragma unroll
-    for (int m = 0; m < MAX_M; ++m) acc[m] = 0.0f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
-    if (row < N) {
-        const int n_chunks = K >> 3;  // 16-byte chunks per row
+    if (n0 < N) {
+        const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
         const int step = 32 * ksplit;
-        const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)row * K);
-        const uint4 *xr = reinterpret_cast<const uint4 *>(x);
-        int c = part * 32 + lane;
-        for (; c + (UNROLL - 1) * step < n_chunks; c += UNROLL * step) {
+        int kb = part * 32;
+        for (; kb + (UNROLL - 1) * step < K; kb += UNROLL * step) {
             uint4 wv[UNROLL];
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = __ldcs(wr + c + u * step);
+            for (int u = 0; u < UNROLL; ++u) {
+                const int k = kb + u * step + 8 * t;
+                wv[u] = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : make_uint4(0, 0, 0, 0);
+            }
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) fma_chunk(acc, wv[u], xr, n_chunks, c + u * step, M);
+            for (int u = 0; u < UNROLL; ++u) k_block(acc, wv[u], x, M, K, kb + u * step + 8 * t, g);
         }
-        for (; c < n_chunks; c += step) fma_chunk(acc, __ldcs(wr + c), xr, n_chunks, c, M);
+        for (; kb < K; kb += step) {
+            const int k = kb + 8 * t;
+            const uint4 wv = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : make_uint4(0, 0, 0, 0);
+            k_block(acc, wv, x, M, K, k, g);
+        }
     }
-#pragma unroll
-    for (int m = 0; m < MAX_M; ++m) acc[m] = warp_sum(acc[m]);  // every lane holds every row's sum
     if (ksplit > 1) {
 #pragma unroll
-        for (int m = 0; m < MAX_M; ++m)
-            if (lane == (m & 31)) partial[warp][m] = acc[m];
-        __syncthreads();
-    }
-    if (row >= N || part != 0) return;
-    const float b = bias ? bias[row] : 0.0f;
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int m = 0; m < MAX_M; ++m) {
-        if (m < M && lane == (m & 31)) {
-            float s = acc[m];
-            if (ksplit > 1) {
-                s = 0.0f;
-                for (int p = 0; p < ksplit; ++p) s += partial[warp + p][m];
+            for (int i = 0; i < 4; ++i) partial[warp][mt][i][lane] = acc[mt][i];
+        __syncthreads();
+        if (part != 0) return;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                float s = 0.0f;
+                for (int p = 0; p < ksplit; ++p) s += partial[warp + p][mt][i][lane];
+                acc[mt][i] = s;
             }
-            float *out = y + (size_t)m * N + row;
-            *out = (accumulate ? *out : 0.0f) + s + b;
-        }
     }
+    if (n0 >= N) return;
+    // accumulator layout: acc[mt][0..1] = rows mt*16 + g, cols 2t, 2t+1; acc[mt][2..3] = rows + 8
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int m = mt * 16 + g + (i >> 1) * 8, col = n0 + 2 * t + (i & 1);
+            if (m < M && col < N) {
+                float *out = y + (size_t)m * N + col;
+                *out = (accumulate ? *out : 0.0f) + acc[mt][i] + (bias ? bias[col] : 0.0f);
+            }
+        }
 }

@@ -10,7 +10,7 @@ from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
 
-SPLIT_LEN = 256  # context positions per block of the first pass
+SPLIT_LEN = 128  # context positions per block of the first pass (4 warps x 32)
 
 
 def n_splits(max_ctx: int) -> int:
@@ -28,6 +28,8 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
     if n_heads % n_kv_heads:
         raise InvalidInput(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
+    if head_dim % 8:
+        raise InvalidInput(f"head_dim {head_dim} is not a multiple of 8")
     splits = n_splits(max_ctx)
     check(q, "q", rt.operand, (n, n_heads, head_dim))
     check(out, "out", rt.operand, (n, n_heads * head_dim))

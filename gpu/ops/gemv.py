@@ -1,5 +1,6 @@
-"""gemv.cu: y (+)= x @ w.T + bias for at most 64 rows of x (decode), streaming each weight row once;
-a row's result does not depend on how many rows share the launch."""
+"""gemv.cu: y (+)= x @ w.T + bias for at most 64 rows of x (decode batches, short prompts): weights
+streamed once into tensor-core fragments; a row's result does not depend on how many rows share the
+launch (batch invariance)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,36 @@ from ..runtime import Runtime, ptr
 from . import blocks, check
 
 MAX_ROWS = 64
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-_WARPS = 8  # per block
+ROW_BUCKETS = (16, 32, 64)
+_WARPS = 8  # per block; each warp streams 8 weight rows
 
 
-def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False) -> None:
-    """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0."""
-    m, k = x.shape
+def ksplit_for(rt: Runtime, n: int, k: int) -> int:
+    """Warps per group of 8 weight rows: more when N alone leaves SMs idle (a function of N, K only)."""
+    groups = blocks(n, 8)
+    ksplit = 1
+    while ksplit < _WARPS and groups * ksplit < 8 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
+        ksplit *= 2
+    return ksplit
+
+
+def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False) -> None:
+    """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0.
+
+    swiglu: x is instead the f32 gate|up projection [M, 2K], and silu(gate) * up is the operand."""
+    m, k = x.shape[0], w.shape[1]
     n = w.shape[0]
     if m > MAX_ROWS:
         raise InvalidInput(f"x: {m} rows, gemv takes at most {MAX_ROWS}")
     if k % 8:
         raise InvalidInput(f"x: K = {k} is not a multiple of 8")
-    check(x, "x", rt.operand, (m, k))
+    check(x, "x", np.float32 if swiglu else rt.operand, (m, 2 * k if swiglu else k))
     check(w, "w", rt.operand, (n, k))
     check(y, "y", np.float32, (m, n))
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
     max_m = next(b for b in ROW_BUCKETS if b >= m)
-    # split K over more warps when there are too few rows to keep every SM busy (never depends on M)
-    ksplit = 1
-    while ksplit < _WARPS and n * ksplit < 32 * rt.n_sm and k // (256 * ksplit * 2) >= 1:
-        ksplit *= 2
-    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m)
-    rt.launch(fn, (blocks(n, _WARPS // ksplit), 1, 1), (32 * _WARPS, 1, 1),
+    ksplit = ksplit_for(rt, n, k)
+    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, X_SWIGLU=int(swiglu))
+    rt.launch(fn, (blocks(blocks(n, 8), _WARPS // ksplit), 1, 1), (32 * _WARPS, 1, 1),
               ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k, ksplit, int(accumulate))

@@ -16,4 +16,4 @@ def layernorm(rt: Runtime, out, x, weight, bias, eps: float) -> None:
     check(weight, "weight", np.float32, (dim,))
     check(bias, "bias", np.float32, (dim,))
     fn = rt.kernel("layernorm", "PPPPif")
-    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(x), ptr(weight), ptr(bias), dim, np.float32(eps))
+    rt.launch(fn, (n, 1, 1), (1024, 1, 1), ptr(out), ptr(x), ptr(weight), ptr(bias), dim, np.float32(eps))

@@ -15,4 +15,4 @@ def rmsnorm(rt: Runtime, out, x, weight, eps: float) -> None:
     check(out, "out", rt.operand, (n, dim))
     check(weight, "weight", np.float32, (dim,))
     fn = rt.kernel("rmsnorm", "PPPif")
-    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(x), ptr(weight), dim, np.float32(eps))
+    rt.launch(fn, (n, 1, 1), (1024, 1, 1), ptr(out), ptr(x), ptr(weight), dim, np.float32(eps))

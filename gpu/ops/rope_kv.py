@@ -32,6 +32,6 @@ def rope_kv(rt: Runtime, q_out, k_cache, v_cache, qkv, slots, pos, *, rope: str,
     if freq_factors is not None:
         check(freq_factors, "freq_factors", np.float32, (rope_dim // 2,))
     fn = rt.kernel("rope_kv", "PPPPPPPiiiiiffi")
-    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(q_out), ptr(k_cache), ptr(v_cache), ptr(qkv), ptr(slots),
+    rt.launch(fn, (n, 1, 1), (1024, 1, 1), ptr(q_out), ptr(k_cache), ptr(v_cache), ptr(qkv), ptr(slots),
               ptr(pos), ptr(freq_factors), n_heads, n_kv_heads, head_dim, rope_dim, ROPE_MODES[rope],
               np.float32(theta), np.float32(attn_factor), max_ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime import Runtime, ptr
-from . import check
+from . import blocks, check
 
 
 def swiglu(rt: Runtime, out, gate_up) -> None:
@@ -14,4 +14,4 @@ def swiglu(rt: Runtime, out, gate_up) -> None:
     check(out, "out", rt.operand, (n, hidden))
     check(gate_up, "gate_up", np.float32, (n, 2 * hidden))
     fn = rt.kernel("swiglu", "PPi")
-    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(gate_up), hidden)
+    rt.launch(fn, (blocks(hidden, 256), n, 1), (256, 1, 1), ptr(out), ptr(gate_up), hidden)

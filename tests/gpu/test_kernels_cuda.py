@@ -233,6 +233,20 @@ def test_gelu(rt, rng, shape):
     assert rel_err(get(rt, out), ref.gelu(x)) <= 1e-2
 
 
+@pytest.mark.parametrize(("m", "hidden", "n"), [(1, 4864, 896), (5, 136, 77), (64, 704, 256)])
+def test_gemv_with_swiglu_input(rt, rng, m, hidden, n):
+    from gpu.ops.gemv import gemv
+    from gpu.runtime import from_operand, to_operand
+
+    gate_up = (rng.standard_normal((m, 2 * hidden)) * 2).astype(np.float32)
+    w, w_f = operand(rt, (rng.standard_normal((n, hidden)) / math.sqrt(hidden)).astype(np.float32))
+    resid = rng.standard_normal((m, n)).astype(np.float32)
+    y = f32(rt, resid)
+    gemv(rt, y, f32(rt, gate_up), w, None, accumulate=True, swiglu=True)
+    act = from_operand(to_operand(ref.swiglu(gate_up[:, :hidden], gate_up[:, hidden:]), rt.dtype), rt.dtype)
+    assert rel_err(get(rt, y), ref.add(resid, ref.linear(act, w_f))) <= 1e-3
+
+
 def test_gemv_row_result_does_not_depend_on_batch(rt, rng):
     from gpu.ops.linear import linear
 
