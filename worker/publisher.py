@@ -13,7 +13,6 @@ writes every due chunk of every job in two round trips (streams.append_events).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ class JobPublisher:
         self.chunk_tokens = chunk_tokens
         self.chunk_s = chunk_ms / 1000.0
         self.n_tokens = 0  # tokens seen this attempt, skipped ones included
+        self._n_out = 0  # of those, the ones skipped or already cut into events
         self._ready: list[Event] = []
         self._buffer: list[tuple[int | None, str, TokenLogprob | None]] = []  # (id, text, logprob)
         self._first_at: float | None = None  # when the oldest buffered token arrived
@@ -45,10 +45,6 @@ class JobPublisher:
     def _seq(self) -> int:
         self.next_seq += 1
         return self.next_seq - 1
-
-    @property
-    def _n_buffered(self) -> int:
-        return sum(token_id is not None for token_id, _, _ in self._buffer)
 
     def started(self, worker: str, queue_ms: float, attempt: int, now: float) -> None:
         self._ready.append(Started(job_id=self.job_id, seq=self._seq(), ts=now, worker=worker,
@@ -59,6 +55,7 @@ class JobPublisher:
         if token_id is not None:
             self.n_tokens += 1
         if self.n_tokens <= self.skip_tokens and (token_id is not None or self.n_tokens < self.skip_tokens):
+            self._n_out = self.n_tokens
             return
         if token_id is None and not text:
             return
@@ -70,7 +67,6 @@ class JobPublisher:
 
     def _chunk(self, now: float) -> None:
         """Buffered steps → tokens events of at most `chunk_tokens` ids each."""
-        index = self.n_tokens - self._n_buffered
         while self._buffer:
             n, cut = 0, 0
             while cut < len(self._buffer) and (n < self.chunk_tokens or self._buffer[cut][0] is None):
@@ -79,9 +75,10 @@ class JobPublisher:
             part, self._buffer = self._buffer[:cut], self._buffer[cut:]
             ids = [token_id for token_id, _, _ in part if token_id is not None]
             logprobs = [lp for _, _, lp in part if lp is not None]
-            self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=index, ids=ids,
-                                      text="".join(text for _, text, _ in part), logprobs=logprobs or None))
-            index += len(ids)
+            self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=self._n_out,
+                                      ids=ids, text="".join(text for _, text, _ in part),
+                                      logprobs=logprobs or None))
+            self._n_out += len(ids)
         self._first_at = None
 
     def done(self, finish_reason: str, usage: Usage, timings: Timings | None, now: float) -> None:
@@ -102,7 +99,7 @@ class JobPublisher:
             return 0.0
         if not self._buffer:
             return None
-        if self._n_buffered >= self.chunk_tokens:
+        if self.n_tokens - self._n_out >= self.chunk_tokens:
             return 0.0
         assert self._first_at is not None
         return self._first_at + self.chunk_s
@@ -117,7 +114,12 @@ class JobPublisher:
 
 
 class Publisher:
-    """Background writer for every job of a worker; methods are safe to call from any thread."""
+    """Background writer for every job of a worker; methods are safe to call from any thread.
+
+    Ops (JobPublisher method calls) run on the publisher thread in submission order. The scheduler
+    queues a whole turn's steps with `call(op, wake=False)` and then calls `wake()` once, so the
+    writer wakes once per engine step, not once per token.
+    """
 
     def __init__(self, client: redis_lib.Redis, *, chunk_tokens: int, chunk_ms: float, live_ttl_s: int,
                  result_ttl_s: int, clock: Callable[[], float] = time.time) -> None:
@@ -125,10 +127,12 @@ class Publisher:
         self.chunk_tokens, self.chunk_ms = chunk_tokens, chunk_ms
         self.live_ttl_s, self.result_ttl_s = live_ttl_s, result_ttl_s
         self.clock = clock
-        self._ops: queue.SimpleQueue[tuple[str, Callable[[], None] | None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._ops: list[Callable[[], None]] = []
+        self._wake = threading.Event()
+        self._stopping = False
         self._jobs: dict[str, tuple[JobPublisher, Callable[[Event], None]]] = {}
         self._pending: list[Event] = []  # taken but not yet written (Redis was unreachable)
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="orcd-publisher", daemon=True)
         self._thread.start()
 
@@ -140,12 +144,20 @@ class Publisher:
         self.call(lambda: self._jobs.__setitem__(job_id, (job, on_end)))
         return job
 
-    def call(self, op: Callable[[], None]) -> None:
-        """Run `op` (a JobPublisher method call) on the publisher thread, in submission order."""
-        self._ops.put(("op", op))
+    def call(self, op: Callable[[], None], *, wake: bool = True) -> None:
+        """Run `op` on the publisher thread after the ops queued before it."""
+        with self._lock:
+            self._ops.append(op)
+        if wake:
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._ops.put(("stop", None))
+        """Write what is queued, then stop."""
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout_s)
 
     def _next_wakeup(self, now: float) -> float:
@@ -155,21 +167,18 @@ class Publisher:
         return max(0.0, min(dues) - now) if dues else 1.0
 
     def _run(self) -> None:
-        stopping = False
-        while not (stopping and not self._pending):
-            try:
-                kind, op = self._ops.get(timeout=self._next_wakeup(self.clock()))
-                while True:
-                    if kind == "stop":
-                        stopping = True
-                    elif op is not None:
-                        op()
-                    kind, op = self._ops.get_nowait()
-            except queue.Empty:
-                pass
+        while True:
+            self._wake.wait(self._next_wakeup(self.clock()))
+            self._wake.clear()
+            stopping = self._stopping
+            with self._lock:
+                ops, self._ops = self._ops, []
+            for op in ops:
+                op()
             self._flush(force=stopping)
-            if stopping and self._pending:
-                logger.error("publisher stopping with %d unwritten events", len(self._pending))
+            if stopping:
+                if self._pending:
+                    logger.error("publisher stopped with %d events unwritten", len(self._pending))
                 return
 
     def _flush(self, force: bool = False) -> None:

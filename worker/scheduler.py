@@ -91,8 +91,10 @@ class Scheduler:
 
     def __init__(self, engine: EngineLike, *,
                  cancelled: Callable[[Collection[str]], set[str]] = lambda ids: set(),
-                 clock: Callable[[], float] = time.time, step_delay_s: float = 0.0) -> None:
+                 clock: Callable[[], float] = time.time, step_delay_s: float = 0.0,
+                 on_turn: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
+        self.on_turn = on_turn  # after each turn of the thread (the publisher's cue to write)
         self.cancelled = cancelled
         self.clock = clock
         self.step_delay_s = step_delay_s
@@ -140,6 +142,7 @@ class Scheduler:
                 logger.exception("scheduler turn failed; failing the %d running jobs", len(self._running))
                 self._fail_all(self._running, exc)
                 busy = False
+            _call(self.on_turn)
             if not busy:
                 with self._wake:
                     if not self._inbox and not self._closed:

@@ -59,13 +59,16 @@ class JobRun:
         self.first_token_at: float | None = None
         self.error: str | None = None
 
+    def _send(self, method: Any, *args: Any) -> None:
+        """Queue a JobPublisher call; the scheduler wakes the publisher once its turn is over."""
+        self.service.publisher.call(functools.partial(method, *args), wake=False)
+
     def _ms(self, t: float | None) -> float:
         return round(((t if t is not None else time.time()) - self.job.created_at) * 1000.0, 3)
 
     def started(self, now: float) -> None:
         self.admitted_at = now
-        self.service.publisher.call(functools.partial(self.jp.started, self.service.name, self._ms(now),
-                                                      self.attempt, now))
+        self._send(self.jp.started, self.service.name, self._ms(now), self.attempt, now)
 
     def step(self, result: StepLike, now: float) -> None:
         if result.token_id is not None and self.first_token_at is None:
@@ -74,8 +77,7 @@ class JobRun:
         lp = result.logprobs
         logprob = None if lp is None else TokenLogprob(token_id=lp.token_id, logprob=lp.logprob,
                                                        top=[tuple(pair) for pair in lp.top])
-        self.service.publisher.call(functools.partial(self.jp.token, result.token_id, result.text,
-                                                      logprob, now))
+        self._send(self.jp.token, result.token_id, result.text, logprob, now)
 
     def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
         if finish_reason not in FINISH_REASONS:
@@ -91,50 +93,54 @@ class JobRun:
                               total_ms=self._ms(now),
                               decode_tok_s=round((completion_tokens - 1) / (now - first), 3)
                               if completion_tokens > 1 and now > first else 0.0)
-        self.service.publisher.call(functools.partial(self.jp.done, finish_reason, usage, timings, now))
+        self._send(self.jp.done, finish_reason, usage, timings, now)
 
     def failed(self, exc: BaseException, now: float, error_type: str | None = None) -> None:
         logger.warning("job %s failed: %s: %s", self.job.id, type(exc).__name__, exc)
-        self.service.publisher.call(functools.partial(self.jp.error, error_type or type(exc).__name__,
-                                                      str(exc), now))
+        self._send(self.jp.error, error_type or type(exc).__name__, str(exc), now)
 
 
 class CancelWatcher:
-    """Reads the cancel flags of the jobs the scheduler holds, off the scheduler thread.
+    """Reads the cancel flags of the jobs the scheduler holds, mostly off the scheduler thread.
 
-    The scheduler calls it once per turn with its job ids and gets back those flagged, from memory;
-    a background thread refreshes the flags (one MGET) every `interval_s`, so a cancel is seen within
-    `interval_s` plus one decode step, and the engine never waits on Redis.
+    The scheduler calls it once per turn with its job ids and gets back those flagged. A background
+    thread refreshes the flags of the known ids (one MGET) every `interval_s`, so the engine rarely
+    waits on Redis; ids the last refresh did not cover (jobs new this turn) are read at once, so a
+    job is never admitted on a stale answer.
     """
 
     def __init__(self, client: redis_lib.Redis, interval_s: float = 0.01) -> None:
         self.client, self.interval_s = client, interval_s
         self._watched: frozenset[str] = frozenset()
-        self._flagged: frozenset[str] = frozenset()
+        self._read: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (checked, flagged)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="orcd-cancels", daemon=True)
         self._thread.start()
 
     def __call__(self, job_ids: Collection[str]) -> set[str]:
-        self._watched = frozenset(job_ids)
-        return set(self._flagged & self._watched)
+        self._watched = watched = frozenset(job_ids)
+        checked, flagged = self._read
+        fresh = watched - checked
+        hits = set(flagged & watched)
+        if fresh:
+            hits |= self._flags(list(fresh))
+        return hits
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2.0)
 
+    def _flags(self, ids: list[str]) -> set[str]:
+        flags = self.client.mget([keys.job_cancel(i) for i in ids])
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             ids = list(self._watched)
-            if not ids:
-                self._flagged = frozenset()
-                continue
             try:
-                flags = self.client.mget([keys.job_cancel(i) for i in ids])
+                self._read = (frozenset(ids), frozenset(self._flags(ids)) if ids else frozenset())
             except redis_lib.RedisError as exc:
                 logger.warning("cancel flags unreadable (%s); trying again", exc)
-                continue
-            self._flagged = frozenset(i for i, flag in zip(ids, flags, strict=True) if flag)
 
 
 class WorkerService:
@@ -148,7 +154,7 @@ class WorkerService:
                                    live_ttl_s=int(settings.job_timeout_s + settings.result_ttl_s),
                                    result_ttl_s=settings.result_ttl_s)
         self.cancels = CancelWatcher(client)
-        self.scheduler = Scheduler(engine, cancelled=self.cancels,
+        self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
                                    step_delay_s=settings.step_delay_ms / 1000.0)
         self.scheduler.start()
         self.started_at = time.time()

@@ -177,7 +177,8 @@ def test_kv_cache_full_keeps_the_job_waiting_until_a_slot_frees():
 
 
 def test_thread_serves_submissions_and_stops():
-    scheduler = Scheduler(FakeEngine(max_batch=3))
+    turns: list[int] = []
+    scheduler = Scheduler(FakeEngine(max_batch=3), on_turn=lambda: turns.append(1))
     scheduler.start()
     done = threading.Event()
     finished: list[str] = []
@@ -193,5 +194,6 @@ def test_thread_serves_submissions_and_stops():
     assert done.wait(5.0)
     scheduler.stop()
     assert finished == ["length"] * 5
+    assert len(turns) >= 4  # 5 jobs of 4 tokens, 3 at a time: at least 4 engine turns, each announced
     with pytest.raises(SchedulerClosed):
         scheduler.submit(request("late", [1], 1, RecordingSink()))

@@ -156,3 +156,16 @@ def test_cancel_watcher_reports_flags_of_watched_jobs_only():
         assert watcher(["a"]) == set()
     finally:
         watcher.stop()
+
+
+def test_cancel_watcher_reads_new_ids_at_once():
+    from worker.service import CancelWatcher
+
+    redis = fakeredis.FakeRedis()
+    watcher = CancelWatcher(redis, interval_s=60.0)  # no background refresh during the test
+    try:
+        assert watcher(["old"]) == set()
+        redis.set(keys.job_cancel("new"), b"1")
+        assert watcher(["old", "new"]) == {"new"}  # never admitted on a stale answer
+    finally:
+        watcher.stop()
