@@ -139,22 +139,25 @@ def _read_strings(cur: Cursor, key: str, count: int) -> list[str]:
     buf, pos, end_of_file = cur.buf, cur.pos, cur.size
     unpack = _U64.unpack_from
     out: list[Any] = [None] * count
-    i = 0
+    i = start = 0
     try:
         for i in range(count):
-            if pos + 8 > end_of_file:
-                raise GGUFTruncatedError(f"key {key!r}: string {i} length at offset {pos} runs past the end")
-            n = unpack(buf, pos)[0]
+            n = unpack(buf, pos)[0]  # struct.error past the end of the buffer
             start = pos + 8
             pos = start + n
-            if pos > end_of_file:
-                raise GGUFTruncatedError(
-                    f"key {key!r}: string {i} at offset {start - 8} claims {n} bytes, "
-                    f"only {end_of_file - start} left in the file"
-                )
-            out[i] = (
-                buf[start:pos].decode("utf-8") if n <= LONG_STRING else decode_utf8(buf, cur.u8, start, pos)
-            )
+            if n > LONG_STRING or pos > end_of_file:
+                if pos > end_of_file:
+                    raise GGUFTruncatedError(
+                        f"key {key!r}: string {i} at offset {start - 8} claims {n} bytes, "
+                        f"only {end_of_file - start} left in the file"
+                    )
+                out[i] = decode_utf8(buf, cur.u8, start, pos)
+            else:
+                out[i] = buf[start:pos].decode("utf-8")
+    except struct.error:
+        raise GGUFTruncatedError(
+            f"key {key!r}: string {i} length at offset {pos} runs past the end"
+        ) from None
     except UnicodeDecodeError as exc:
         raise GGUFValueError(
             f"key {key!r}: string {i} at offset {start - 8} is not valid UTF-8 ({exc.reason})"

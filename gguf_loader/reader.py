@@ -172,12 +172,12 @@ def _parse(gguf: GGUFFile, cur: Cursor) -> None:
             f"the {left} bytes left cannot hold them"
         )
     _parse_metadata(gguf, cur, n_kv)
-    raw_infos = []
+    raw_infos, names = [], set()
     for i in range(n_tensors):
         raw = _parse_tensor_info(cur, i)
-        if raw[0] in gguf.tensors:
+        if raw[0] in names:
             raise GGUFTensorError(f"duplicate tensor name {raw[0]!r} in tensor info at offset {raw[1]}")
-        gguf.tensors[raw[0]] = None  # type: ignore[assignment]  # placeholder until validated
+        names.add(raw[0])
         raw_infos.append(raw)
     gguf.data_offset = _align(cur.pos, gguf.alignment)
     if raw_infos and gguf.data_offset > cur.size:
