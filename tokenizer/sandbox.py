@@ -61,7 +61,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     # calls ------------------------------------------------------------------------------------
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
-        owner = getattr(__obj, "__self__", None)
+        # the sandbox hands str.format out wrapped (functools.wraps keeps the bound method)
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
         name = getattr(__obj, "__name__", "")
         if isinstance(owner, str):
             if name in _WIDTH_METHODS:
