@@ -5,9 +5,10 @@ Usage: python bench/gateway_bench.py [--backend memory|redis] [--jobs N] [--toke
 The gateway runs as a uvicorn subprocess (one process, as `orcd serve`), the load comes from this
 process over raw HTTP/1.1 (asyncio streams, so the client stays cheap). Backends:
 - memory: worker.gateway_fake.FakeBackend in the server process (HTTP + SSE cost only);
-- redis: the real RedisBackend over Redis (db --redis-db), with a fake engine behind a custom Client
-  sender that appends each job's events to its Redis Stream and channel like a worker (one event per
-  token, no chunking), so the figure includes pub/sub, replay and event parsing.
+- redis: the real RedisBackend over Redis (db --redis-db, flushed), with a fake engine in a process
+  of its own: a custom Client sender hands it each job (instead of Celery), and it appends the job's
+  events to its Redis Stream and channel like a worker (one event per token, no chunking), so the
+  figure includes pub/sub fan-out, event parsing and the gateway's shared subscriber.
 
 1. Overhead per token: `--jobs` jobs of `--tokens` tokens, one at a time and then 8 at once; the
    per-token wall time minus the engine's own per-token time (the fake alone, measured in-process).
@@ -25,7 +26,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,37 +37,64 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 # ---------------------------------------------------------------- server side (subprocess)
 
 
-def fake_engine_sender(redis_url: str, token_delay_s: float):
-    """A Client sender that plays the worker: started, one tokens event per token, done."""
+BENCH_JOBS = "orcd:bench:jobs"  # the fake engine's inbox (the Celery queue's stand-in)
+
+
+def queue_sender(redis_url: str):
+    """A Client sender that hands the job to the fake engine process instead of Celery."""
     import redis as redis_lib
 
-    from worker.schemas import Done, Started, Tokens, Usage
-    from worker.streams import append_events
-
     conn = redis_lib.Redis.from_url(redis_url)
-
-    def run(job) -> None:
-        ttl = dict(live_ttl_s=600, result_ttl_s=600)
-        append_events(conn, [Started(job_id=job.id, seq=2, worker="bench-fake", queue_ms=0.0)], **ttl)
-        for i in range(job.params.max_tokens):
-            if token_delay_s:
-                time.sleep(token_delay_s)
-            append_events(conn, [Tokens(job_id=job.id, seq=3 + i, index=i, ids=[i], text=f" t{i}")], **ttl)
-        done = Done(
-            job_id=job.id,
-            seq=3 + job.params.max_tokens,
-            finish_reason="length",
-            usage=Usage(prompt_tokens=1, completion_tokens=job.params.max_tokens),
-        )
-        append_events(conn, [done], **ttl)
+    beat = {"name": "bench-fake", "model": MODEL, "active": 0, "queued": 0}
+    conn.hset("orcd:worker:bench-fake", mapping=beat)  # the live worker the gateway looks for
 
     def send(job, _queue: str, _priority: int) -> None:
-        threading.Thread(target=run, args=(job,), daemon=True).start()
+        conn.rpush(BENCH_JOBS, job.model_dump_json())
 
-    conn.hset(
-        "orcd:worker:bench-fake", mapping={"name": "bench-fake", "model": MODEL, "active": 0, "queued": 0}
-    )
     return send
+
+
+def fake_engine(redis_url: str, token_delay_s: float) -> None:
+    """Plays the worker for every job in the inbox: started, one tokens event per token, done; each
+    event XADDed to the job's stream (id 0-<seq>) then PUBLISHed, as worker.streams does."""
+    import redis.asyncio as aredis
+
+    from worker import keys
+    from worker.schemas import Done, Job, Started, Tokens, Usage
+
+    async def play(conn, job: Job) -> None:
+        n = job.params.max_tokens
+        events = [Started(job_id=job.id, seq=2, worker="bench-fake", queue_ms=0.0)]
+        events += [Tokens(job_id=job.id, seq=3 + i, index=i, ids=[i], text=f" t{i}") for i in range(n)]
+        events += [
+            Done(
+                job_id=job.id,
+                seq=3 + n,
+                finish_reason="length",
+                usage=Usage(prompt_tokens=1, completion_tokens=n),
+            )
+        ]
+        for event in events:
+            if event.type == "tokens" and token_delay_s:
+                await asyncio.sleep(token_delay_s)
+            data = event.model_dump_json()
+            pipe = conn.pipeline(transaction=False)
+            pipe.xadd(keys.job_events(job.id), {"data": data}, id=f"0-{event.seq}")
+            pipe.publish(keys.job_channel(job.id), data)
+            await pipe.execute()
+
+    async def main() -> None:
+        conn = aredis.Redis.from_url(redis_url, max_connections=512)
+        tasks = set()
+        while True:
+            popped = await conn.blpop([BENCH_JOBS], timeout=1)
+            if popped is None:
+                continue
+            task = asyncio.create_task(play(conn, Job.model_validate_json(popped[1])))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    asyncio.run(main())
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -85,7 +112,7 @@ def serve(args: argparse.Namespace) -> None:
         from worker.gateway_redis import RedisBackend
 
         url = f"redis://127.0.0.1:6379/{args.redis_db}"
-        backend = RedisBackend(Client(url, sender=fake_engine_sender(url, args.token_delay)))
+        backend = RedisBackend(Client(url, sender=queue_sender(url)))
     app = create_app(backend, GatewaySettings(keepalive_s=5.0))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", backlog=4096)
 
@@ -123,7 +150,7 @@ async def stream_job(port: int, max_tokens: int) -> list[tuple[float, str, dict]
 
 def engine_alone_us(backend: str, tokens: int, redis_db: int) -> float:
     """Per-token cost of the fake engine itself, without the gateway: the in-memory one iterated
-    in-process, or the Redis one's appends (XADD + PUBLISH per event) timed on a scratch job."""
+    in-process, or one event appended the way worker.streams does (XADD, PUBLISH, status, TTLs)."""
     from worker.gateway_fake import FakeBackend
     from worker.schemas import Job
 
@@ -193,33 +220,36 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(backend: str, token_delay: float, redis_db: int) -> tuple[subprocess.Popen, int]:
+def spawn(*flags: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, __file__, *flags], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+
+
+def start(args: argparse.Namespace, token_delay: float) -> tuple[list[subprocess.Popen], int]:
+    """The gateway subprocess (and, for the redis backend, the fake engine's); its port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [
-        sys.executable,
-        __file__,
-        "--serve",
-        "--backend",
-        backend,
-        "--port",
-        str(port),
-        "--token-delay",
-        str(token_delay),
-        "--redis-db",
-        str(redis_db),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    common = ["--backend", args.backend, "--token-delay", str(token_delay), "--redis-db", str(args.redis_db)]
+    procs = [spawn("--serve", "--port", str(port), *common)]
+    if args.backend == "redis":
+        procs.append(spawn("--engine", *common))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
+            return procs, port
         except OSError:
             time.sleep(0.1)
-    proc.kill()
+    stop(procs)
     raise RuntimeError("gateway did not start")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
 
 
 def main() -> None:
@@ -227,14 +257,18 @@ def main() -> None:
     p.add_argument("--backend", choices=("memory", "redis"), default="memory")
     p.add_argument("--jobs", type=int, default=16)
     p.add_argument("--tokens", type=int, default=500)
-    p.add_argument("--levels", default="250,500,1000,2000")
+    p.add_argument("--levels", default="250,500,1000,2000,4000")
     p.add_argument("--redis-db", type=int, default=12)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--token-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         serve(args)
+        return
+    if args.engine:
+        fake_engine(f"redis://127.0.0.1:6379/{args.redis_db}", args.token_delay)
         return
     if args.backend == "redis":
         import redis as redis_lib
@@ -243,7 +277,7 @@ def main() -> None:
 
     print(f"gateway bench: backend={args.backend}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     base = engine_alone_us(args.backend, args.tokens, args.redis_db)
-    proc, port = start_server(args.backend, 0.0, args.redis_db)
+    procs, port = start(args, 0.0)
     try:
         for parallel in (1, 8):
             us, tok_s = asyncio.run(overhead(port, args.jobs, args.tokens, parallel))
@@ -252,10 +286,9 @@ def main() -> None:
                 f"{base:.1f}), {tok_s:8.0f} tokens/s through the gateway"
             )
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(procs)
 
-    proc, port = start_server(args.backend, 1.0, args.redis_db)
+    procs, port = start(args, 1.0)
     try:
         for k in (int(x) for x in args.levels.split(",")):
             peak = [0.0]
@@ -263,7 +296,7 @@ def main() -> None:
             async def watch(k=k, peak=peak):
                 task = asyncio.ensure_future(hold(port, k, 10, 1.0))
                 while not task.done():
-                    peak[0] = max(peak[0], rss_mib(proc.pid))
+                    peak[0] = max(peak[0], rss_mib(procs[0].pid))
                     await asyncio.sleep(0.5)
                 return task.result()
 
@@ -276,8 +309,11 @@ def main() -> None:
             if held < k or late > 2.0:
                 break
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(procs)
+    if args.backend == "redis":
+        import redis as redis_lib
+
+        redis_lib.Redis(db=args.redis_db).flushdb()
 
 
 if __name__ == "__main__":
