@@ -103,13 +103,17 @@ class Client:
         model = keys.model_name(job.model or self.settings.model)
         job = job.model_copy(update={"model": model})
         queue = self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
-        depth = self.queue_depth(queue)
-        if depth >= self.settings.max_queue:
-            raise QueueFull(queue, depth, self.settings.max_queue)
         meta = keys.job_meta(job.id)
-        if not self.redis.hsetnx(meta, "job", job.model_dump_json()):
+        pipe = self.redis.pipeline(transaction=False)  # one round trip: queue depth + claim the id
+        for name in keys.queue_lists(queue):
+            pipe.llen(name)
+        pipe.hsetnx(meta, "job", job.model_dump_json())
+        *lengths, claimed = pipe.execute()
+        if not claimed:
             raise InvalidJob(f"job id {job.id!r} is already in use")
-        self.redis.hset(meta, mapping={"queue": queue, "created_at": job.created_at})
+        if sum(lengths) >= self.settings.max_queue:
+            self.redis.delete(meta)
+            raise QueueFull(queue, sum(lengths), self.settings.max_queue)
         live_ttl = int(self.settings.job_timeout_s + self.settings.result_ttl_s)
         queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority)
         append_events(self.redis, [queued], live_ttl_s=live_ttl, result_ttl_s=self.settings.result_ttl_s)

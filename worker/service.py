@@ -28,7 +28,7 @@ from .publisher import JobPublisher, Publisher
 from .scheduler import Request, Scheduler, StepLike
 from .schemas import Event, Job, Timings, TokenLogprob, Usage
 from .settings import Settings
-from .streams import log_state, read_log
+from .streams import log_state, parse_entry, stream_id
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,11 @@ class WorkerService:
         if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
             logger.error("dropping a job without a usable id: %.200r", payload)
             return {"job_id": None, "status": "dropped"}
-        state = log_state(read_log(self.client, job_id))
+        pipe = self.client.pipeline(transaction=False)  # one round trip: the log and the cancel flag
+        pipe.xrange(keys.job_events(job_id), min=stream_id(1))
+        pipe.exists(keys.job_cancel(job_id))
+        entries, cancelled = pipe.execute()
+        state = log_state([parse_entry(fields) for _id, fields in entries])
         if state.ended:
             logger.info("job %s already ended (redelivered after its end); nothing to do", job_id)
             return {"job_id": job_id, "status": "already-ended"}
@@ -211,13 +215,13 @@ class WorkerService:
         if state.started:
             logger.warning("job %s redelivered (attempt %d): %d tokens already published, seq %d",
                            job_id, state.started + 1, state.tokens_done, state.last_seq)
-        self._submit(payload, jp, attempt=state.started + 1)
+        self._submit(payload, jp, attempt=state.started + 1, cancelled=bool(cancelled))
         if not ended.wait(self.settings.job_timeout_s + 10.0):
             logger.error("job %s: no end after %.0f s", job_id, self.settings.job_timeout_s + 10.0)
             outcome["status"] = "lost"
         return outcome
 
-    def _submit(self, payload: dict, jp: JobPublisher, *, attempt: int) -> None:
+    def _submit(self, payload: dict, jp: JobPublisher, *, attempt: int, cancelled: bool) -> None:
         now = time.time()
         try:
             job = Job.model_validate(payload)
@@ -230,7 +234,7 @@ class WorkerService:
             logger.warning("job %s rejected: %s", jp.job_id, exc)
             self.publisher.call(functools.partial(jp.error, error_type, str(exc), now))
             return
-        if self.client.exists(keys.job_cancel(job.id)):
+        if cancelled:
             logger.info("job %s cancelled before it started", job.id)
             usage = Usage(prompt_tokens=0, completion_tokens=0)
             self.publisher.call(functools.partial(jp.done, "cancelled", usage, None, now))

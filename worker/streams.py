@@ -62,7 +62,9 @@ def append_events(client: redis_lib.Redis, events: Sequence[Event], *, live_ttl_
             status = "cancelled" if event.finish_reason == "cancelled" else "done"
         if status:
             pipe.hset(meta, mapping={"status": status, f"{event.type}_at": event.ts})
-        if event.type == "started":
+        if event.type == "queued":
+            pipe.hset(meta, "queue", event.queue)
+        elif event.type == "started":
             pipe.hset(meta, "worker", event.worker)
         ttl = result_ttl_s if event.type in TERMINAL else live_ttl_s
         for key in (keys.job_events(event.job_id), meta, keys.job_cancel(event.job_id)):
@@ -71,10 +73,15 @@ def append_events(client: redis_lib.Redis, events: Sequence[Event], *, live_ttl_
     return appended
 
 
+def parse_entry(fields: dict) -> Event:
+    """The event in a stream entry's fields."""
+    return parse_event(fields[b"data" if b"data" in fields else "data"])
+
+
 def read_log(client: redis_lib.Redis, job_id: str, after: int = 0) -> list[Event]:
     """The job's events with seq > `after`, in order."""
     entries = client.xrange(keys.job_events(job_id), min=stream_id(after + 1))
-    return [parse_event(fields[b"data" if b"data" in fields else "data"]) for _id, fields in entries]
+    return [parse_entry(fields) for _id, fields in entries]
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,7 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
 
 async def _aread_log(client, job_id: str, after: int) -> list[Event]:
     entries = await client.xrange(keys.job_events(job_id), min=stream_id(after + 1))
-    return [parse_event(fields[b"data" if b"data" in fields else "data"]) for _id, fields in entries]
+    return [parse_entry(fields) for _id, fields in entries]
 
 
 async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | None = None,

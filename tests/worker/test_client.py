@@ -53,8 +53,8 @@ def test_queue_full_when_the_model_queue_is_at_its_limit(setup):
     client.redis.rpush("orcd.tiny:4", b"m3")  # another priority step of the same queue
     assert client.queue_depth("orcd.tiny") == 3
     with pytest.raises(QueueFull, match=r"queue 'orcd.tiny' is full \(3 jobs waiting, limit 3\)"):
-        client.submit(Job(prompt="x"))
-    assert sent == []
+        client.submit(Job(id="refused", prompt="x"))
+    assert sent == [] and not client.redis.exists(keys.job_meta("refused"))
 
 
 def test_cancel_sets_the_flag_unless_ended(setup):
