@@ -88,7 +88,8 @@ def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: s
         argv = [sys.executable, "-m", "worker.cli", "worker", "--model", str(path), "--backend", args.backend,
                 "--gpu", str(gpu), "--redis-url", redis_url, "--queue", queue,
                 "--name", name, "--max-batch", str(per_worker), "--concurrency", str(per_worker),
-                "--max-context", str(args.max_context), "--heartbeat", "1"]
+                "--max-context", str(args.max_context), "--heartbeat", "1",
+                "--chunk-tokens", str(args.chunk_tokens), "--chunk-ms", str(args.chunk_ms)]
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("ORCD_") and k != "CUDA_VISIBLE_DEVICES"}  # the worker pins its GPU
         env["PYTHONPATH"] = str(ROOT)
@@ -148,6 +149,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--max-context", type=int, default=512)
     parser.add_argument("--ttft-runs", type=int, default=20)
+    parser.add_argument("--chunk-tokens", type=int, default=8, help="worker setting (tokens per event)")
+    parser.add_argument("--chunk-ms", type=float, default=20.0, help="worker setting (chunk age limit)")
     parser.add_argument("--redis-url", default=None, help="default: a private Valkey server")
     parser.add_argument("--skip-engine", action="store_true", help="queue figures only")
     parser.add_argument("--json", action="store_true")
@@ -163,7 +166,8 @@ def main() -> int:
     path = resolve_model(args.model)
     tokenizer = load_tokenizer(path)
     prompts_ids = [tokenizer.encode(p) for p in PROMPTS]
-    figures: dict = {"model": path.name, "jobs": args.jobs, "max_tokens": args.max_tokens, "gpus": args.gpus}
+    figures: dict = {"model": path.name, "jobs": args.jobs, "max_tokens": args.max_tokens, "gpus": args.gpus,
+                     "chunk_tokens": args.chunk_tokens, "chunk_ms": args.chunk_ms}
     if not args.skip_engine:
         figures |= engine_figures(path, args, prompts_ids, tokenizer)
     queue = f"orcd.bench-{uuid.uuid4().hex[:6]}"
