@@ -96,7 +96,8 @@ class JobRun:
         self._send(self.jp.done, finish_reason, usage, timings, now)
 
     def failed(self, exc: BaseException, now: float, error_type: str | None = None) -> None:
-        logger.warning("job %s failed: %s: %s", self.job.id, type(exc).__name__, exc)
+        logger.warning("job %s (correlation %s) failed: %s: %s", self.job.id, self.job.correlation_id or "-",
+                       error_type or type(exc).__name__, exc)
         self._send(self.jp.error, error_type or type(exc).__name__, str(exc), now)
 
 
@@ -239,6 +240,9 @@ class WorkerService:
             usage = Usage(prompt_tokens=0, completion_tokens=0)
             self.publisher.call(functools.partial(jp.done, "cancelled", usage, None, now))
             return
+        logger.info("job %s (correlation %s): attempt %d, %d prompt tokens, max_tokens %d, priority %d",
+                    job.id, job.correlation_id or "-", attempt, len(prompt_ids), job.params.max_tokens,
+                    job.priority)
         run = JobRun(self, job, jp, attempt=attempt, prompt_tokens=len(prompt_ids))
         deadline = now + self.settings.job_timeout_s
         if job.deadline is not None:
