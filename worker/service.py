@@ -16,13 +16,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Collection
 from typing import Any
 
 import redis as redis_lib
 from pydantic import ValidationError
 
 from . import keys
+from .cancels import CancelWatcher
 from .errors import InvalidJob
 from .publisher import JobPublisher, Publisher
 from .scheduler import Request, Scheduler, StepLike
@@ -99,49 +99,6 @@ class JobRun:
         logger.warning("job %s (correlation %s) failed: %s: %s", self.job.id, self.job.correlation_id or "-",
                        error_type or type(exc).__name__, exc)
         self._send(self.jp.error, error_type or type(exc).__name__, str(exc), now)
-
-
-class CancelWatcher:
-    """Reads the cancel flags of the jobs the scheduler holds, mostly off the scheduler thread.
-
-    The scheduler calls it once per turn with its job ids and gets back those flagged. A background
-    thread refreshes the flags of the known ids (one MGET) every `interval_s`, so the engine rarely
-    waits on Redis; ids the last refresh did not cover (jobs new this turn) are read at once, so a
-    job is never admitted on a stale answer.
-    """
-
-    def __init__(self, client: redis_lib.Redis, interval_s: float = 0.01) -> None:
-        self.client, self.interval_s = client, interval_s
-        self._watched: frozenset[str] = frozenset()
-        self._read: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (checked, flagged)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="orcd-cancels", daemon=True)
-        self._thread.start()
-
-    def __call__(self, job_ids: Collection[str]) -> set[str]:
-        self._watched = watched = frozenset(job_ids)
-        checked, flagged = self._read
-        fresh = watched - checked
-        hits = set(flagged & watched)
-        if fresh:
-            hits |= self._flags(list(fresh))
-        return hits
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-
-    def _flags(self, ids: list[str]) -> set[str]:
-        flags = self.client.mget([keys.job_cancel(i) for i in ids])
-        return {i for i, flag in zip(ids, flags, strict=True) if flag}
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            ids = list(self._watched)
-            try:
-                self._read = (frozenset(ids), frozenset(self._flags(ids)) if ids else frozenset())
-            except redis_lib.RedisError as exc:
-                logger.warning("cancel flags unreadable (%s); trying again", exc)
 
 
 class WorkerService:
