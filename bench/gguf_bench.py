@@ -10,15 +10,19 @@ the best of --repeat runs. gguf-py (gguf==0.19.0) gets the same bytes.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import gguf
 import numpy as np
 
-from gguf_loader import assets, quants
-from gguf_loader.constants import BLOCK_SIZES, GGMLType
-from gguf_loader.reader import open_gguf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from gguf_loader import assets, quants  # noqa: E402
+from gguf_loader.constants import BLOCK_SIZES, GGMLType  # noqa: E402
+from gguf_loader.reader import open_gguf  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct-q4km")
 F16_FIELDS = {  # byte offsets of float16 scale fields within a block, kept finite in synthetic data

@@ -15,7 +15,7 @@ import numpy as np
 from gguf_loader import quants_k
 from gguf_loader.constants import BLOCK_SIZES, GGMLType, ggml_type_name
 from gguf_loader.errors import GGUFTensorError, UnsupportedTypeError
-from gguf_loader.quants_k import f16_column
+from gguf_loader.quants_k import f16_column, f16_to_f32
 
 Kernel = Callable[[np.ndarray, np.ndarray], None]
 
@@ -79,8 +79,7 @@ FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
 SUPPORTED_TYPES: tuple[GGMLType, ...] = (*FLOAT_TYPES, *BLOCK_KERNELS)
 
 
-_U8, _U16 = np.dtype(np.uint8), np.dtype("<u2")
-_F32, _F16 = np.dtype("<f4"), np.dtype("<f2")
+_U8, _U16, _F32 = np.dtype(np.uint8), np.dtype("<u2"), np.dtype("<f4")
 
 
 def _as_type(ggml_type: int) -> GGMLType:
@@ -116,7 +115,7 @@ def dequantize(raw: np.ndarray, ggml_type: int, n_elements: int) -> np.ndarray:
     if gtype is GGMLType.F32:
         return raw.view(_F32)
     if gtype is GGMLType.F16:
-        return raw.view(_F16).astype(np.float32)
+        return f16_to_f32(raw.view(_U16))
     if gtype is GGMLType.BF16:
         return (raw.view(_U16).astype(np.uint32) << 16).view(np.float32)
     kernel = BLOCK_KERNELS[gtype]
