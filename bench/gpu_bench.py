@@ -350,10 +350,26 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/orcd-bench"))
     parser.add_argument("--no-peers", action="store_true", help="the CUDA engine only")
+    parser.add_argument(
+        "--step-only",
+        action="store_true",
+        help="one eager batch-1 decode step of the first model (to run under ncu)",
+    )
     args = parser.parse_args()
     from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.step_only:
+        from gpu.cuda_engine import CudaEngine
+
+        name = args.models.split(",")[0]
+        eng = CudaEngine.load(args.workdir / f"{name}.gguf", max_batch=1, max_context=1024, use_graphs=False)
+        slot = eng.alloc()
+        ids = eng.prefill([slot], [list(range(1, PROMPT + 1))]).argmax(axis=1).tolist()
+        for _ in range(2):
+            ids = eng.decode_greedy([slot], ids).tolist()
+        eng.close()
+        return
     bandwidth = copy_bandwidth()
     import pycuda.driver as cuda
 

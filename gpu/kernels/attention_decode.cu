@@ -1,4 +1,4 @@
-// Flash-decoding, first pass: one block per (query head, sequence, split of the context). Each of the 4
+// Flash-decoding, first pass: one block per (query head, sequence, split of the context). Each of the 2
 // warps takes 32 positions of the split at a time: lane i scores position i (a whole q.k dot product from
 // 16-byte loads, q staged in shared memory), the warp updates its online softmax (max m, sum l) once per
 // 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged and the
@@ -11,9 +11,9 @@
 #define HEAD_DIM 64
 #endif
 #define DPL ((HEAD_DIM + 31) / 32)  // value dims per lane
-#define WARPS 4
+#define WARPS 2
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     float *__restrict__ part_out,        // [n_rows, n_heads, n_splits, HEAD_DIM]
     float *__restrict__ part_ml,         // [n_rows, n_heads, n_splits, 2]
     const dtype *__restrict__ q,         // [n_rows, n_heads, HEAD_DIM]
@@ -62,7 +62,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode(
         for (int i = 0; i < DPL; ++i) o[i] *= corr;
         const int n_valid = min(32, end - base);
         const dtype *vr = v_cache + base_off + (size_t)base * HEAD_DIM;
-#pragma unroll 4
+#pragma unroll 8
         for (int j = 0; j < n_valid; ++j) {
             const float pj = __shfl_sync(0xffffffffu, p, j);
 #pragma unroll

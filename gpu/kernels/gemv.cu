@@ -2,8 +2,8 @@
 // cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory with
 // 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
 // past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
-// k each, and the x fragments use the same k order, so the product is exact. A block of 8 warps covers
-// 64 / ksplit weight rows; the ksplit warps of a row group take interleaved k blocks and are summed
+// k each, and the x fragments use the same k order, so the product is exact. A block of 16 warps covers
+// 128 / ksplit weight rows; the ksplit warps of a row group take interleaved k blocks and are summed
 // through shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
 // never on M: a row's result is the same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (16, 32, 48 or 64). K must be a multiple of 8.
@@ -15,7 +15,8 @@
 #define MAX_M 16
 #endif
 #define MT ((MAX_M + 15) / 16)  // 16-row tiles of x
-#define UNROLL 4
+#define UNROLL 8
+#define WARPS 16
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -71,15 +72,15 @@ __device__ __forceinline__ void k_block(float (&acc)[MT][4], const uint4 &wv, co
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) gemv(float *__restrict__ y,          // [M, N]
+extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv(float *__restrict__ y,          // [M, N]
                                                        const void *__restrict__ x,     // [M, K] (see X_SWIGLU)
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
                                                        int M, int N, int K, int ksplit, int accumulate) {
-    __shared__ float partial[8][MT][4][32];
+    __shared__ float partial[WARPS][MT][4][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
-    const int n0 = (blockIdx.x * (8 / ksplit) + warp / ksplit) * 8;  // this warp's 8 weight rows
+    const int n0 = (blockIdx.x * (WARPS / ksplit) + warp / ksplit) * 8;  // this warp's 8 weight rows
     const int part = warp % ksplit;
     const int n = n0 + g;  // the weight row this lane loads
     float acc[MT][4];

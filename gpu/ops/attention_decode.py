@@ -10,7 +10,7 @@ from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
 
-SPLIT_LEN = 128  # context positions per block of the first pass (4 warps x 32)
+SPLIT_LEN = 64  # context positions per block of the first pass (2 warps x 32)
 
 
 def n_splits(max_ctx: int) -> int:
@@ -40,7 +40,7 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     check(part_out, "part_out", np.float32, (n, n_heads, splits, head_dim))
     check(part_ml, "part_ml", np.float32, (n, n_heads, splits, 2))
     first = rt.kernel("attention_decode", "PPPPPPPiiiif", HEAD_DIM=head_dim)
-    rt.launch(first, (n_heads, n, splits), (128, 1, 1), ptr(part_out), ptr(part_ml), ptr(q), ptr(k_cache),
+    rt.launch(first, (n_heads, n, splits), (64, 1, 1), ptr(part_out), ptr(part_ml), ptr(q), ptr(k_cache),
               ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN,
               np.float32(1.0 / math.sqrt(head_dim)))
     combine = rt.kernel("attention_combine", "PPPii")

@@ -12,14 +12,14 @@ from . import blocks, check
 
 MAX_ROWS = 64
 ROW_BUCKETS = (16, 32, 64)
-_WARPS = 8  # per block; each warp streams 8 weight rows
+_WARPS = 16  # per block; each warp streams 8 weight rows
 
 
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
     """Warps per group of 8 weight rows: more when N alone leaves SMs idle (a function of N, K only)."""
     groups = blocks(n, 8)
     ksplit = 1
-    while ksplit < _WARPS and groups * ksplit < 8 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
+    while ksplit < _WARPS and groups * ksplit < 32 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
         ksplit *= 2
     return ksplit
 

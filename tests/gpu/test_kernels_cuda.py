@@ -289,4 +289,5 @@ def test_launcher_rejects_bad_shapes(rt):
     with pytest.raises(InvalidInput, match="w: dtype"):
         linear(rt, rt.empty((2, 5), np.float32, "test"), x, rt.empty((5, 16), np.float32, "test"))
     with pytest.raises(InvalidInput, match="not a multiple of 8"):
-        linear(rt, rt.empty((2, 5), np.float32, "test"), rt.empty((2, 12), rt.operand, "test"), w)
+        linear(rt, rt.empty((2, 5), np.float32, "test"), rt.empty((2, 12), rt.operand, "test"),
+               rt.empty((5, 12), rt.operand, "test"))
