@@ -2,8 +2,9 @@
 
 `ImmutableSandboxedEnvironment` stops attribute escapes and mutation but not a template that asks for
 a billion characters (``{{ 'x' * 10**9 }}``, ``'x'|center(10**9)``) or loops for ever. Here:
-- `*`, `**` and `%` are checked before they run: no result past `max_chars` items, no huge powers,
-  no format width or precision past `max_chars`;
+- `*`, `**`, `%`, `+` and `~` are checked before they run: no result past `max_chars` items, no
+  huge powers, no format width or precision past `max_chars`; values read through attributes or
+  items are measured too (a namespace that doubles a string each loop stops at the limit);
 - string methods and every filter refuse integer arguments past `max_chars`, `replace`/`join` refuse
   results past it, and every result is measured (filters are also never constant-folded, so the
   checks hold at compile time too);
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -35,10 +38,23 @@ class RenderTimeout(BaseException):
     """Raised inside a render past its deadline (a BaseException, so template code cannot swallow it)."""
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a call that checks the joined size (autoescape stays off here)."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat_bounded((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox with every size-amplifying operation checked against `max_chars`."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, max_chars: int, **options: Any) -> None:
         super().__init__(**options)
@@ -57,7 +73,24 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
                 raise SecurityError(f"power {left}**{right} is too large")
         elif op == "%" and isinstance(left, str):
             self._check_format(left)
+        elif op == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            self._check_size(len(left) + len(right), "+")
         return super().call_binop(context, op, left, right)
+
+    def concat_bounded(self, values: tuple) -> str:
+        parts = [str(v) for v in values]
+        self._check_size(sum(map(len, parts)), "~")
+        return "".join(parts)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        value = super().getattr(obj, attribute)
+        self._check_result(value, f"attribute {attribute}")
+        return value
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        value = super().getitem(obj, argument)
+        self._check_result(value, "item")
+        return value
 
     # calls ------------------------------------------------------------------------------------
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805

@@ -31,6 +31,9 @@ MESSAGES = [{"role": "user", "content": "hello"}, {"role": "assistant", "content
         "{{ ('x' * 4000).replace('', 'y' * 2000) }}",
         "{{ (['x' * 4000] * 1000)|join('y' * 4000) }}",
         "{{ lipsum(1000000) }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        "{% set ns = namespace(s=['x']) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        "{% set a = 'x' * 3000000 %}{{ a ~ a ~ a }}",
     ],
 )
 def test_size_bombs_are_refused(source):
@@ -60,8 +63,9 @@ def test_ordinary_filters_and_methods_still_work():
         "{{ '{:>3}'.format('x') }}|{{ 'x'.center(3) }}|{{ 'AbC'|lower }}|"
         "{{ messages|map(attribute='role')|join(',') }}|"
         "{{ messages|selectattr('role', 'equalto', 'user')|list|length }}|{{ 'a\\nb'|indent(2) }}|"
-        "{{ messages[0]|tojson }}|{{ 'x' * 3 }}|{{ 2 ** 10 }}"
+        "{{ messages[0]|tojson }}|{{ 'x' * 3 }}|{{ 2 ** 10 }}|{{ 'a' ~ 1 ~ none }}|{{ 1 + 2 }}{{ [1] + [2] }}"
     )
     assert ChatTemplate(source).render(MESSAGES) == (
-        '2|a;b|a, b|00042|  x| x |abc|user,assistant|1|a\n  b|{"role": "user", "content": "hello"}|xxx|1024'
+        "2|a;b|a, b|00042|  x| x |abc|user,assistant|1|a\n  b|"
+        '{"role": "user", "content": "hello"}|xxx|1024|a1None|3[1, 2]'
     )
