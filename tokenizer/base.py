@@ -139,11 +139,15 @@ class Tokenizer:
             piece = piece[1:]
         return piece, False
 
-    def stream_decoder(self, skip_special: bool = False) -> StreamDecoder:
-        """An incremental decoder whose outputs, concatenated, equal ``decode(ids, skip_special)``."""
+    def stream_decoder(self, skip_special: bool = False, after_text: bool = False) -> StreamDecoder:
+        """An incremental decoder whose outputs, concatenated, equal ``decode(ids, skip_special)``.
+
+        after_text: the ids continue a text already shown (a generation after its prompt), so the
+        first token keeps its leading space (SentencePiece vocabularies; BPE is unaffected).
+        """
         from .stream import StreamDecoder
 
-        return StreamDecoder(self, skip_special)
+        return StreamDecoder(self, skip_special, after_text)
 
     # -- chat -----------------------------------------------------------------------------------
     @property

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 class StreamDecoder:
     """Feed token ids one at a time; get back only the complete characters they finish."""
 
-    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False) -> None:
+    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False, after_text: bool = False) -> None:
         self._tokenizer = tokenizer
         self._skip_special = skip_special
+        self._after_text = after_text
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._at_start = True  # the next token starts a run of text (leading-space rule)
+        self._at_start = not after_text  # the next token starts a run of text (leading-space rule)
 
     def feed(self, token_id: int) -> str:
         """The text this token completes ("" while a multi-byte character is still unfinished)."""
@@ -33,5 +34,5 @@ class StreamDecoder:
         """The held-back bytes of an unfinished character, as U+FFFD; the decoder can be reused after."""
         text = self._utf8.decode(b"", final=True)
         self._utf8.reset()
-        self._at_start = True
+        self._at_start = not self._after_text
         return text

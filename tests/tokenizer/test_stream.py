@@ -42,6 +42,15 @@ def test_spm_leading_space_rule_when_streaming(llama_spm):
     assert outputs == ["Hello", " Hello"]
 
 
+def test_generation_after_a_prompt_keeps_the_first_space(llama_spm, qwen2):
+    paris = llama_spm.encode(" Paris", add_special=False)[-1:]  # "▁Paris"
+    dec = llama_spm.stream_decoder(after_text=True)
+    assert [dec.feed(i) for i in paris] == [" Paris"]
+    assert [llama_spm.stream_decoder().feed(i) for i in paris] == ["Paris"]
+    ids = qwen2.encode(" Paris")
+    assert "".join(qwen2.stream_decoder(after_text=True).feed(i) for i in ids) == " Paris"
+
+
 def test_decoder_is_reusable_after_flush(qwen2):
     dec = qwen2.stream_decoder()
     first = [dec.feed(i) for i in qwen2.encode("ab")]
