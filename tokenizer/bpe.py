@@ -98,32 +98,33 @@ class BPETokenizer(Tokenizer):
         if n < 2:
             return [chars]
         ranks = self._ranks
+        push, pop = heapq.heappush, heapq.heappop
         symbols = list(chars)  # "" once merged into its left neighbour
         nxt = list(range(1, n + 1))  # n means: no right neighbour
         prv = list(range(-1, n - 1))
-        queue = []  # (rank, left index, right index, merged text)
+        queue = []  # (rank, left index, right index, length of the merged text)
         for i in range(n - 1):
             rank = ranks.get((symbols[i], symbols[i + 1]))
             if rank is not None:
-                queue.append((rank, i, i + 1, symbols[i] + symbols[i + 1]))
+                queue.append((rank, i, i + 1, 2))
         heapq.heapify(queue)
         while queue:
-            rank, left, right, merged = heapq.heappop(queue)
-            # stale when either side has changed since this pair was queued
-            if not symbols[left] or not symbols[right] or symbols[left] + symbols[right] != merged:
+            rank, left, right, size = pop(queue)
+            a, b = symbols[left], symbols[right]
+            # symbols only grow, so unchanged lengths mean this pair is still the one queued
+            if not a or not b or len(a) + len(b) != size:
                 continue
-            symbols[left] = merged
+            merged = symbols[left] = a + b
             symbols[right] = ""
-            nxt[left] = nxt[right]
-            if nxt[left] < n:
-                prv[nxt[left]] = left
-            before, after = prv[left], nxt[left]
+            after = nxt[left] = nxt[right]
+            if after < n:
+                prv[after] = left
+                rank = ranks.get((merged, symbols[after]))
+                if rank is not None:
+                    push(queue, (rank, left, after, size + len(symbols[after])))
+            before = prv[left]
             if before >= 0:
                 rank = ranks.get((symbols[before], merged))
                 if rank is not None:
-                    heapq.heappush(queue, (rank, before, left, symbols[before] + merged))
-            if after < n:
-                rank = ranks.get((merged, symbols[after]))
-                if rank is not None:
-                    heapq.heappush(queue, (rank, left, after, merged + symbols[after]))
+                    push(queue, (rank, before, left, size + len(symbols[before])))
         return [s for s in symbols if s]
