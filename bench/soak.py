@@ -8,7 +8,8 @@ checked (seqs 1..n, one end event). Every 5 s: each worker's RSS and the databas
 Prints: outcomes; worker RSS after warm-up (the first 20% of the run) vs at the end; key count peak
 and the keys left `--result-ttl` + 15 s after the last job, and any key without a TTL; and a KV-slot
 check: with the workers idle, max_batch long jobs per worker must all start before any finishes.
-Redis: ORCD_RELIABILITY_REDIS_URL (default db 12 of 127.0.0.1:6379), flushed first.
+Keys are counted for this run's jobs only (another program may share the database). Redis: --redis-url,
+default db 8 of ORCD_RELIABILITY_REDIS_URL's server, flushed first.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ from worker.schemas import Job  # noqa: E402
 from worker.streams import read_log  # noqa: E402
 
 
-class Monitor(threading.Thread):
-    """Samples (t, [rss per worker], dbsize) every `interval_s`."""
+def own_keys(r: redis.Redis, job_ids: set[str]) -> list[str]:
+    """Keys of this run's jobs (``orcd:job:<id>...`` with <id> in `job_ids`)."""
+    names = (k.decode() for k in r.scan_iter(match="orcd:job:*", count=1000))
+    return [k for k in names if k.split(":")[2] in job_ids]
 
-    def __init__(self, workers: list[Worker], redis_url: str, interval_s: float = 5.0) -> None:
+
+class Monitor(threading.Thread):
+    """Samples (t, [rss per worker], keys of this run's jobs) every `interval_s`."""
+
+    def __init__(self, workers: list[Worker], redis_url: str, job_ids: set[str],
+                 interval_s: float = 5.0) -> None:
         super().__init__(daemon=True)
-        self.workers, self.interval_s = workers, interval_s
+        self.workers, self.interval_s, self.job_ids = workers, interval_s, job_ids
         self.client = redis.Redis.from_url(redis_url)
         self.samples: list[tuple[float, list[int], int]] = []
         self.stop = threading.Event()
@@ -48,7 +56,7 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.interval_s):
             self.samples.append((time.monotonic() - self.t0, [w.rss() for w in self.workers],
-                                 self.client.dbsize()))
+                                 len(own_keys(self.client, set(self.job_ids)))))
 
 
 def slot_check(client, n_workers: int, max_batch: int) -> str:
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--result-ttl", type=int, default=60)
-    ap.add_argument("--redis-url", default=REDIS_URL)
+    ap.add_argument("--redis-url", default=REDIS_URL.rsplit("/", 1)[0] + "/8", help="db 8 by default")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="orcd-soak-"))
     model = tiny_model(workdir)
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for w in workers:
         w.wait_ready()
     client = client_for(model, queue, args.redis_url, result_ttl_s=args.result_ttl)
-    monitor = Monitor(workers, args.redis_url)
+    job_ids: set[str] = set()
+    monitor = Monitor(workers, args.redis_url, job_ids)
     monitor.start()
     rng = random.Random(1234)
     tally, lock = Tally(), threading.Lock()
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 due = started + i * interval
                 time.sleep(max(0.0, due - time.monotonic()))
                 handle = client.submit(random_job(rng, i))
+                job_ids.add(handle.id)
                 cancel = rng.uniform(0.0, 0.5) if rng.random() < 0.05 else None
                 pool.submit(follow, handle.id, cancel)
                 if (i + 1) % 100 == 0:
@@ -120,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         print(slot_check(client, args.workers, args.max_batch))
         monitor.stop.set()
         report_rss(monitor.samples, workers, run_s)
-        print(f"keys: peak {max(s[2] for s in monitor.samples)} during the run "
-              f"({args.jobs / run_s:.2f} jobs/s, result TTL {args.result_ttl} s)")
+        peak = max(monitor.samples, key=lambda s: s[2])
+        print(f"this run's job keys: peak {peak[2]} at {peak[0]:.0f} s ({args.jobs / run_s:.2f} jobs/s, "
+              f"result TTL {args.result_ttl} s, so about {2 * args.jobs / run_s * args.result_ttl:.0f} "
+              "expected alive at once)")
         time.sleep(args.result_ttl + 15)
-        report_keys(client, args.redis_url)
+        report_keys(client, args.redis_url, job_ids)
     finally:
         monitor.stop.set()
         for w in workers:
@@ -146,13 +158,13 @@ def report_rss(samples: list, workers: list[Worker], run_s: float) -> None:
               f"at the end ({(b - a) / a * 100:+.2f}%), peak {peak / 2**20:.1f} MiB")
 
 
-def report_keys(client, redis_url: str) -> None:
+def report_keys(client, redis_url: str, job_ids: set[str]) -> None:
     r = redis.Redis.from_url(redis_url)
     names = [k.decode() for k in r.scan_iter(count=1000)]
     no_ttl = [k for k in names if r.ttl(k) == -1]
-    job_keys = [k for k in names if k.startswith("orcd:job:")]
-    print(f"keys {len(names)} after waiting the result TTL + 15 s: {len(job_keys)} job keys; "
-          f"without a TTL: {no_ttl[:10]}{' ...' if len(no_ttl) > 10 else ''} ({len(no_ttl)})")
+    job_keys = own_keys(r, job_ids)
+    print(f"after waiting the result TTL + 15 s: {len(job_keys)} keys of this run's jobs left; "
+          f"keys without a TTL in the database ({len(no_ttl)}): {no_ttl[:6]}")
     if job_keys:
         left = sorted({k.split(':')[2] for k in job_keys})[:5]
         print(f"  job keys left, e.g. {left}: {[e.type for e in read_log(client.redis, left[0])]}")

@@ -2,7 +2,8 @@
 on a Redis database of our own, a private redis-server when a test must stop it, and a client.
 
 Used by bench/chaos_workers.py, bench/redis_restart.py, bench/soak.py, bench/exhaustion.py and their
-CI-sized variants in tests/reliability/. Default database: 12 (``ORCD_RELIABILITY_REDIS_URL``).
+CI-sized variants in tests/reliability/. Default database: 11 (``ORCD_RELIABILITY_REDIS_URL``); the
+others' are 15 (tests), 14 (queue tests), 13 (gateway tests), 12 (bench/gateway_bench.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import redis
 from worker import keys
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("ORCD_RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("ORCD_RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def tiny_model(directory: Path, *, dim: int = 64, n_layers: int = 2) -> Path:
