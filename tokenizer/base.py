@@ -11,10 +11,11 @@ from the first token after the start or after a special token, so ``decode(encod
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import EncodeError, TokenIdError
+from .errors import EncodeError, TemplateError, TokenIdError
 from .specials import SpecialSplitter
 from .vocab import EOG_TEXTS, TokenType, Vocab
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .stream import StreamDecoder
 
 # tokens that split text (they end a run for the leading-space rule) / that skip_special drops
+logger = logging.getLogger(__name__)
+
 _BOUNDARY = frozenset({TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED})
 _SKIPPABLE = frozenset({TokenType.CONTROL, TokenType.UNKNOWN})
 
@@ -40,10 +43,15 @@ class Tokenizer:
         self._splitter = SpecialSplitter(vocab.tokens, vocab.types, lstrip, rstrip)
         self._eog = self._eog_ids(vocab)
         self._chat: ChatTemplate | None = None
+        self._chat_error: TemplateError | None = None  # a template that does not compile fails at use
         if vocab.chat_template:
             from .chat import ChatTemplate
 
-            self._chat = ChatTemplate(vocab.chat_template, self.bos_text, self.eos_text)
+            try:
+                self._chat = ChatTemplate(vocab.chat_template, self.bos_text, self.eos_text)
+            except TemplateError as exc:
+                logger.warning("tokenizer.chat_template unusable, render_chat will fail: %s", exc)
+                self._chat_error = exc
 
     # -- the vocabulary -------------------------------------------------------------------------
     @property
@@ -152,14 +160,18 @@ class Tokenizer:
     # -- chat -----------------------------------------------------------------------------------
     @property
     def chat_template(self) -> ChatTemplate | None:
+        """The compiled template; None when the file has none (or one that does not compile)."""
         return self._chat
 
     def render_chat(
         self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True
     ) -> str:
-        """The prompt text for `messages` by the model's template, or the plain fallback format."""
+        """The prompt text for `messages` by the model's template, or the plain fallback format
+        when the file has no template (a template that does not compile raises TemplateError)."""
         from .chat import render_plain
 
+        if self._chat_error is not None:
+            raise TemplateError(f"the model's chat template does not compile: {self._chat_error}")
         if self._chat is None:
             return render_plain(messages, add_generation_prompt)
         return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
