@@ -84,7 +84,8 @@ def fake_engine(redis_url: str, token_delay_s: float) -> None:
             await pipe.execute()
 
     async def main() -> None:
-        conn = aredis.Redis.from_url(redis_url, max_connections=512)
+        pool = aredis.BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=None)
+        conn = aredis.Redis(connection_pool=pool)
         tasks = set()
         while True:
             popped = await conn.blpop([BENCH_JOBS], timeout=1)

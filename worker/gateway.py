@@ -69,9 +69,7 @@ def create_app(backend: Backend, settings: GatewaySettings | None = None) -> Fas
         if not await backend.exists(job_id):
             raise NotFound(f"job {job_id} not found", param="job_id", code="job_not_found")
         events = backend.events(job_id, after=last_event_id)
-        return sse_response(
-            job_id, gw.stream(request, job_id, events, "-", None, lambda e: [format_event(e)])
-        )
+        return sse_response(job_id, gw.stream(request, job_id, events, "", None, lambda e: [format_event(e)]))
 
     @app.delete("/jobs/{job_id}")
     async def cancel(job_id: str, request: Request) -> JSONResponse:

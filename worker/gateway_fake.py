@@ -106,6 +106,8 @@ class FakeBackend:
         if state is None:
             raise NotFound(f"job {job_id} not found", param="job_id")
         sent = max(after, 0)  # events 1..sent were seen; log[i] has seq i + 1
+        if sent >= len(state.log) and state.finished:
+            return
         while True:
             waiter = state.changed
             while sent < len(state.log):

@@ -17,7 +17,7 @@ import redis as redis_lib
 
 from . import keys
 from .errors import JobNotFound
-from .schemas import Event, parse_event
+from .schemas import TERMINAL, Event, parse_event
 from .streams import SeqTracker, stream_id
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ class EventHub:
         entries = await self.aredis.xrange(keys.job_events(job_id), min=stream_id(after + 1))
         return [parse_event(fields[b"data"]) for _id, fields in entries]
 
+    async def _ended(self, job_id: str) -> bool:
+        last = await self.aredis.xrevrange(keys.job_events(job_id), count=1)
+        return bool(last) and parse_event(last[0][1][b"data"]).type in TERMINAL
+
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event of the job with seq > `after`, once and in order, until done/error."""
         tracker = SeqTracker(after)
@@ -104,6 +108,8 @@ class EventHub:
             backlog = await self._read_log(job_id, after)
             if not backlog and after == 0 and not await self.aredis.exists(keys.job_meta(job_id)):
                 raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+            if not backlog and after > 0 and await self._ended(job_id):
+                return  # the reader saw the end already: nothing will ever come
             for event in accepted(backlog):
                 yield event
             while not tracker.ended:

@@ -65,23 +65,22 @@ class GatewayMetrics:
 
 
 class JobTimer:
-    """Per-stream observer: TTFT at the first tokens event, duration and token count at the end."""
+    """Per-job observer of a first stream: TTFT at the first tokens event, tokens as they pass,
+    duration (and job errors by type) at the end."""
 
-    def __init__(self, metrics: GatewayMetrics, model: str, submitted: float | None) -> None:
+    def __init__(self, metrics: GatewayMetrics, model: str, submitted: float) -> None:
         self.metrics = metrics
         self.model = model
-        self.submitted = submitted  # None for a resumed stream: no latency is observed then
+        self.submitted = submitted
         self.first_token = False
 
     def __call__(self, event: JobEvent) -> None:
         if event.type == "tokens":
-            ids = event.data.get("ids") or ()
-            self.metrics.tokens.labels(self.model).inc(len(ids) or 1)
-            if not self.first_token and self.submitted is not None:
+            self.metrics.tokens.labels(self.model).inc(len(event.data.get("ids") or ()))
+            if not self.first_token:
                 self.metrics.ttft.labels(self.model).observe(time.perf_counter() - self.submitted)
             self.first_token = True
         elif event.type in ("done", "error"):
-            if self.submitted is not None:
-                self.metrics.job_duration.labels(self.model).observe(time.perf_counter() - self.submitted)
+            self.metrics.job_duration.labels(self.model).observe(time.perf_counter() - self.submitted)
             if event.type == "error":
-                self.metrics.errors.labels(f"job:{event.data.get('error_type') or 'error'}").inc()
+                self.metrics.errors.labels(f"job:{event.data.get('error_type', 'error')}").inc()

@@ -1,4 +1,4 @@
-"""State the gateway's routes share: backend, settings, metrics, chat templates; submit and stream."""
+"""What the gateway's routes share (backend, settings, metrics) and do (check the model, submit, stream)."""
 
 from __future__ import annotations
 
@@ -77,14 +77,15 @@ class Gateway:
         render_error: Callable[[GatewayError], list[bytes]] | None = None,
     ) -> AsyncIterator[bytes]:
         """The streaming body for one job (SSE `render`ed events, keep-alives, cancel on disconnect);
-        a gateway failure mid-stream ends it with `render_error` (default: ``event: gateway_error``)."""
+        a gateway failure mid-stream ends it with `render_error` (default: ``event: gateway_error``).
+        `submitted` None: a resumed stream, not observed (its tokens counted when first streamed)."""
         cid = correlation_id(request)
 
         def on_error(error: GatewayError) -> list[bytes]:
             self.metrics.errors.labels(error.type).inc()
             return render_error(error) if render_error else [format_error(error, cid)]
 
-        timer = JobTimer(self.metrics, model, submitted)
+        timer = JobTimer(self.metrics, model, submitted) if submitted is not None else (lambda _event: None)
         abandon = (lambda: self.backend.cancel(job_id)) if self.settings.cancel_on_disconnect else None
 
         async def body() -> AsyncIterator[bytes]:

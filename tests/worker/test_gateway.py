@@ -121,6 +121,8 @@ def test_resume_replays_after_last_event_id(server):
     assert [m["id"] for m in resumed] == ["4", "5", "6", "7"]
     with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events") as r:
         assert parse_sse(r.iter_lines()) == full
+    with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", headers={"Last-Event-ID": "7"}) as r:
+        assert (r.status_code, r.read()) == (200, b"")  # seen to the end: an empty stream, not a hang
 
 
 def test_resume_a_live_job_after_dropping_the_connection():

@@ -91,6 +91,9 @@ def test_sse_stream_content_and_order_then_resume(stack, db):
     with httpx.stream("GET", f"{url}/jobs/{job_id}/events", headers={"Last-Event-ID": "3"}) as resumed:
         replay = [m for m in parse_sse(resumed.iter_lines()) if "event" in m]
     assert replay == events[3:]
+    last = events[-1]["id"]
+    with httpx.stream("GET", f"{url}/jobs/{job_id}/events", headers={"Last-Event-ID": last}, timeout=10) as r:
+        assert (r.status_code, r.read()) == (200, b"")  # seen to the end: an empty stream, not a hang
 
 
 def test_resume_a_live_stream_with_last_event_id(stack):
@@ -146,6 +149,13 @@ def test_error_statuses(stack):
     assert httpx.delete(f"{url}/jobs/no-such-job").status_code == 404
     r = httpx.post(f"{url}/execute", json={"prompt": "x" * 70000})
     assert (r.status_code, r.json()["error"]["type"]) == (413, "payload_too_large")
+    with httpx.stream(
+        "POST", f"{url}/execute", json={"id": "itest-dup", "prompt": "x", "params": {"max_tokens": 1}}
+    ) as r:
+        assert r.status_code == 200 and r.headers["x-job-id"] == "itest-dup"
+        r.read()
+    r = httpx.post(f"{url}/execute", json={"id": "itest-dup", "prompt": "x"})
+    assert (r.status_code, r.json()["error"]["type"]) == (409, "conflict")
     r = httpx.post(f"{url}/v1/completions", json={"model": "qwen2.5-coder-0.5b-instruct-q4km", "prompt": "x"})
     assert (r.status_code, r.json()["error"]["code"]) == (503, "no_worker")
 
