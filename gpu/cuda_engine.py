@@ -22,7 +22,7 @@ from .cuda_graphs import DecodeGraphs, GraphError
 from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
 from .errors import EngineError, OutOfMemory
-from .ops.argmax import argmax
+from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
 from .runtime import Runtime, device_count
 
@@ -48,7 +48,7 @@ class CudaEngine(Engine):
                                    PREFILL_CHUNK)
         self.host_inputs = cuda.pagelocked_empty((3, self.forward.rows), np.int32)  # ids, pos, slots
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
-        self.host_ids = cuda.pagelocked_empty((max_batch,), np.int32)
+        self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
         self.graphs = None
         if use_graphs:
@@ -84,7 +84,7 @@ class CudaEngine(Engine):
         return engine
 
     def decode_greedy(self, slots: list[int], token_ids: list[int]) -> np.ndarray:
-        """`decode`, but each row's argmax token id [B] int32 (picked on the GPU) instead of logits:
+        """`decode`, but each row's argmax token id [B] int64 (picked on the GPU) instead of logits:
         greedy generation without copying [B, vocab] logits to the host."""
         self._greedy = True
         try:
@@ -116,10 +116,10 @@ class CudaEngine(Engine):
                 if self.graphs is not None:
                     self._capture(bucket)
             if self._greedy:
-                argmax(self.rt, self.forward.next_ids[:n], self.forward.logits[:n])
-                cuda.memcpy_dtoh_async(self.host_ids[:n], self.forward.next_ids.gpudata, self.rt.stream)
+                argmax(self.rt, self.forward.best[:n], self.forward.logits[:n])
+                cuda.memcpy_dtoh_async(self.host_best[:n], self.forward.best.gpudata, self.rt.stream)
                 self.rt.synchronize()
-                return self.host_ids[:n].copy()
+                return ids_from_packed(self.host_best[:n])
             logits = self.host_logits[:bucket]
             cuda.memcpy_dtoh_async(logits, self.forward.logits[:bucket].gpudata, self.rt.stream)
             self.rt.synchronize()

@@ -44,7 +44,7 @@ class CudaForward:
         self.rows = rows
         self.inputs = rt.empty((3, rows), np.int32, "scratch")  # token ids, positions, slots
         self.ids, self.pos, self.slots = self.inputs[0], self.inputs[1], self.inputs[2]
-        self.next_ids = rt.empty((max_rows,), np.int32, "scratch")  # greedy picks (decode_greedy)
+        self.best = rt.empty((max_rows,), np.uint64, "scratch")  # greedy picks, packed (decode_greedy)
         self.x = rt.empty((rows, c.dim), f32, "scratch")  # residual stream
         self.h = rt.empty((rows, c.dim), op, "scratch")  # normed
         self.qkv = rt.empty((rows, c.qkv_dim), f32, "scratch")

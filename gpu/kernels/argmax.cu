@@ -1,49 +1,34 @@
-// ids[r] = the index of the largest logits[r, :] (the first one on ties, as numpy's argmax): greedy
-// decoding on the device, so only token ids travel back to the host.
+// Greedy token ids on the device, so only ids travel back to the host. Each block reduces a slice of a
+// row of logits to its largest value (first index on ties) and folds it into best[row] with a 64-bit
+// atomicMax on (order-preserving value bits << 32 | ~index): max is order-independent, so the result is
+// deterministic. best[] must be zeroed first; the index is ~(best & 0xffffffff).
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(1024) argmax(int *__restrict__ ids,             // [n_rows]
-                                                          const float *__restrict__ logits,  // [n_rows, vocab]
-                                                          int vocab) {
-    __shared__ float s_val[32];
-    __shared__ int s_idx[32];
-    const float *row = logits + (size_t)blockIdx.x * vocab;
-    float best = -INFINITY;
-    int idx = vocab;  // past the end: loses every tie
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        const float v = row[i];
-        if (v > best) {  // i grows, so the first maximum of this thread's share is kept
-            best = v;
-            idx = i;
-        }
+__device__ __forceinline__ unsigned long long pack(float v, int i) {
+    unsigned bits = __float_as_uint(v);
+    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // monotone in v
+    return ((unsigned long long)bits << 32) | (unsigned)(~i);
+}
+
+extern "C" __global__ void __launch_bounds__(256) argmax(unsigned long long *__restrict__ best,  // [n_rows]
+                                                         const float *__restrict__ logits,  // [n_rows, vocab]
+                                                         int vocab) {
+    __shared__ unsigned long long s_best[8];
+    const float *row = logits + (size_t)blockIdx.y * vocab;
+    unsigned long long b = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < vocab; i += gridDim.x * blockDim.x) {
+        const unsigned long long k = pack(row[i], i);
+        b = k > b ? k : b;
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
-        const float v = __shfl_xor_sync(0xffffffffu, best, o);
-        const int j = __shfl_xor_sync(0xffffffffu, idx, o);
-        if (v > best || (v == best && j < idx)) {
-            best = v;
-            idx = j;
-        }
+        const unsigned long long other = __shfl_xor_sync(0xffffffffu, b, o);
+        b = other > b ? other : b;
     }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) {
-        s_val[warp] = best;
-        s_idx[warp] = idx;
-    }
+    if ((threadIdx.x & 31) == 0) s_best[threadIdx.x >> 5] = b;
     __syncthreads();
-    if (warp == 0) {
-        best = lane < (int)(blockDim.x >> 5) ? s_val[lane] : -INFINITY;
-        idx = lane < (int)(blockDim.x >> 5) ? s_idx[lane] : vocab;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v = __shfl_xor_sync(0xffffffffu, best, o);
-            const int j = __shfl_xor_sync(0xffffffffu, idx, o);
-            if (v > best || (v == best && j < idx)) {
-                best = v;
-                idx = j;
-            }
-        }
-        if (lane == 0) ids[blockIdx.x] = idx < vocab ? idx : 0;
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); ++w) b = s_best[w] > b ? s_best[w] : b;
+        atomicMax(best + blockIdx.y, b);
     }
 }

@@ -2,8 +2,9 @@
 // warps takes 32 positions of the split at a time: lane i scores position i (a whole q.k dot product from
 // 16-byte loads, q staged in shared memory), the warp updates its online softmax (max m, sum l) once per
 // 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged and the
-// split's (m, l, unnormalised out) written for attention_combine. Lengths come from device memory
-// (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads kv head h / (n_heads / n_kv).
+// split's (m, l, unnormalised out) written for attention_combine (splits past the length write nothing).
+// Lengths come from device memory (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads
+// kv head h / (n_heads / n_kv).
 // -D HEAD_DIM (a multiple of 8).
 #include "common.cuh"
 
@@ -28,6 +29,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int len = pos[r] + 1;
     const int begin = split * split_len, end = min(len, begin + split_len);
+    if (begin >= end) return;  // past the sequence: attention_combine does not read this split
     const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
 
     const int kvh = h / (n_heads / n_kv_heads);

@@ -15,27 +15,27 @@
 #define MAX_M 16
 #endif
 #define MT ((MAX_M + 15) / 16)  // 16-row tiles of x
-#define UNROLL 8
+#ifndef X_SWIGLU
+#define X_SWIGLU 0
+#endif
+// k blocks in flight per warp, bounded by the registers their x fragments take
+#define UNROLL (MT == 1 ? (X_SWIGLU ? 4 : 8) : (MT == 2 ? 4 : 2))
 #define WARPS 16
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
 #ifdef USE_BF16
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 #else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 #endif
 }
-
-#ifndef X_SWIGLU
-#define X_SWIGLU 0
-#endif
 
 // Eight operands of row `row` of x from column k.
 __device__ __forceinline__ uint4 load_x(const void *__restrict__ x, int row, int K, int k) {
@@ -54,22 +54,6 @@ __device__ __forceinline__ uint4 load_x(const void *__restrict__ x, int row, int
 #else
     return __ldg(reinterpret_cast<const uint4 *>(reinterpret_cast<const dtype *>(x) + (size_t)row * K + k));
 #endif
-}
-
-// One 32-wide k block: w holds this lane's 8 weights (row g, k = kb + 8t ..), x rows g and g + 8 of
-// every tile are loaded here (zero past M or K).
-__device__ __forceinline__ void k_block(float (&acc)[MT][4], const uint4 &wv, const void *__restrict__ x,
-                                        int M, int K, int k, int g) {
-    const bool k_ok = k < K;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-        const int r0 = mt * 16 + g, r1 = r0 + 8;
-        const uint4 zero = make_uint4(0, 0, 0, 0);
-        const uint4 xa = (k_ok && r0 < M) ? load_x(x, r0, K, k) : zero;
-        const uint4 xb = (k_ok && r1 < M) ? load_x(x, r1, K, k) : zero;
-        mma16816(acc[mt], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
-        mma16816(acc[mt], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
-    }
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv(float *__restrict__ y,          // [M, N]
@@ -92,21 +76,30 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv(float *__restrict_
     if (n0 < N) {
         const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
         const int step = 32 * ksplit;
-        int kb = part * 32;
-        for (; kb + (UNROLL - 1) * step < K; kb += UNROLL * step) {
-            uint4 wv[UNROLL];
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        for (int kb = part * 32; kb < K; kb += UNROLL * step) {
+            // every load of these UNROLL k blocks first (weights streamed, x from L1/L2), then the mma's
+            uint4 wv[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const int k = kb + u * step + 8 * t;
-                wv[u] = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : make_uint4(0, 0, 0, 0);
+                wv[u] = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    const int r0 = mt * 16 + g, r1 = r0 + 8;
+                    xa[u][mt] = (k < K && r0 < M) ? load_x(x, r0, K, k) : zero;
+                    xb[u][mt] = (k < K && r1 < M) ? load_x(x, r1, K, k) : zero;
+                }
             }
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) k_block(acc, wv[u], x, M, K, kb + u * step + 8 * t, g);
-        }
-        for (; kb < K; kb += step) {
-            const int k = kb + 8 * t;
-            const uint4 wv = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : make_uint4(0, 0, 0, 0);
-            k_block(acc, wv, x, M, K, k, g);
+            for (int u = 0; u < UNROLL; ++u) {
+                if (kb + u * step >= K) break;  // warp-uniform
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
+                    mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
+                }
+            }
         }
     }
     if (ksplit > 1) {

@@ -43,6 +43,6 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     rt.launch(first, (n_heads, n, splits), (64, 1, 1), ptr(part_out), ptr(part_ml), ptr(q), ptr(k_cache),
               ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN,
               np.float32(1.0 / math.sqrt(head_dim)))
-    combine = rt.kernel("attention_combine", "PPPii")
+    combine = rt.kernel("attention_combine", "PPPPiii")
     rt.launch(combine, (n_heads, n, 1), (min(1024, blocks(head_dim, 32) * 32), 1, 1), ptr(out),
-              ptr(part_out), ptr(part_ml), splits, head_dim)
+              ptr(part_out), ptr(part_ml), ptr(pos), splits, SPLIT_LEN, head_dim)

@@ -263,19 +263,21 @@ def test_gemv_row_result_does_not_depend_on_batch(rt, rng):
         assert np.array_equal(row, rows[1]), f"row 0 differs between a batch of 1 and of {m}"
 
 
-def test_argmax(rt, rng):
-    from gpu.ops.argmax import argmax
+@pytest.mark.parametrize("vocab", [151_936, 77, 32_064])
+def test_argmax(rt, rng, vocab):
+    from gpu.ops.argmax import argmax, ids_from_packed
 
-    n, vocab = 5, 151_936
+    n = 6
     logits = rng.standard_normal((n, vocab)).astype(np.float32)
-    logits[1, [7, 90_000]] = 50.0  # a tie: the first index wins, as in numpy
+    logits[1, [7, vocab - 3]] = 50.0  # a tie: the first index wins, as in numpy
     logits[2, -1] = 60.0
-    import pycuda.driver as cuda
-
-    ids = rt.empty((n,), np.int32, "test")
-    cuda.memset_d32(ids.gpudata, 0xFFFFFFFF, n)  # -1: unwritten
-    argmax(rt, ids, f32(rt, logits))
-    assert get(rt, ids).tolist() == logits.argmax(axis=1).tolist()
+    logits[3] -= 100.0  # all negative
+    logits[4, 5] = logits[4, 6] = -np.float32(0.0)
+    logits[4] = np.minimum(logits[4], -1.0)
+    logits[4, 5] = 0.0
+    best = rt.empty((n,), np.uint64, "test")
+    argmax(rt, best, f32(rt, logits))
+    assert ids_from_packed(get(rt, best)).tolist() == logits.argmax(axis=1).tolist()
 
 
 def test_launcher_rejects_bad_shapes(rt):
