@@ -40,9 +40,10 @@ class TokenizerLike(Protocol):
     """What generation needs of ``tokenizer.Tokenizer``."""
 
     vocab_size: int
+    eog_ids: frozenset[int]
 
     def is_eog(self, token_id: int) -> bool: ...
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self, skip_special: bool = False, after_text: bool = False) -> StreamDecoder: ...
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,6 @@ class StepResult:
     logprobs: TokenLogprobs | None = None
     finish_reason: FinishReason | None = None
     error: str | None = None
-
-
-def eog_ids(tokenizer: TokenizerLike) -> list[int]:
-    """Every end-of-generation id of ``tokenizer`` (only needed for ``ignore_eos``)."""
-    return [i for i in range(tokenizer.vocab_size) if tokenizer.is_eog(i)]
 
 
 class Generation:
@@ -77,13 +73,13 @@ class Generation:
             raise GenerationError(f"logit_bias id {bad[0]} >= vocab_size {tokenizer.vocab_size}")
         self.tokenizer = tokenizer
         self.max_context = max_context
-        self.sampler = Sampler(params, eog_ids(tokenizer) if params.ignore_eos else ())
+        self.sampler = Sampler(params, sorted(tokenizer.eog_ids) if params.ignore_eos else ())
         self.params = self.sampler.params  # seed resolved
         self.output_ids: list[int] = []
         self.finish_reason: FinishReason | None = None
         self.error: str | None = None
         self._history = list(self.prompt_ids)
-        self._decoder = tokenizer.stream_decoder()
+        self._decoder = tokenizer.stream_decoder(after_text=True)  # generated text follows the prompt
         self._stops = StopMatcher(self.params.stop)
         self._stop_ids = frozenset(self.params.stop_token_ids)
         self._texts: list[str] = []

@@ -47,10 +47,12 @@ class ByteTokenizer:
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         return b"".join(self.token_bytes(i) for i in ids).decode("utf-8", errors="replace")
 
-    def is_eog(self, token_id: int) -> bool:
-        return token_id == EOS
+    eog_ids = frozenset({EOS})
 
-    def stream_decoder(self) -> ByteStreamDecoder:
+    def is_eog(self, token_id: int) -> bool:
+        return token_id in self.eog_ids
+
+    def stream_decoder(self, skip_special: bool = False, after_text: bool = False) -> ByteStreamDecoder:
         return ByteStreamDecoder(self)
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
