@@ -136,14 +136,15 @@ class WorkerService:
         return cls(settings, client, engine, tokenizer, name=name)
 
     def close(self) -> None:
+        """Stop serving; tasks still waiting for a job return "interrupted" (their message is requeued)."""
         self._stop.set()
         self.cancels.stop()
         self.scheduler.stop()
         self.publisher.close()
         try:
             self.client.delete(keys.worker(self.name))
-        except redis_lib.RedisError:
-            logger.warning("worker %s: could not remove its heartbeat key", self.name)
+        except redis_lib.RedisError as exc:
+            logger.warning("worker %s: could not remove its heartbeat key: %s", self.name, exc)
 
     # ---- one job
 
@@ -174,9 +175,14 @@ class WorkerService:
             logger.warning("job %s redelivered (attempt %d): %d tokens already published, seq %d",
                            job_id, state.started + 1, state.tokens_done, state.last_seq)
         self._submit(payload, jp, attempt=state.started + 1, cancelled=bool(cancelled))
-        if not ended.wait(self.settings.job_timeout_s + 10.0):
-            logger.error("job %s: no end after %.0f s", job_id, self.settings.job_timeout_s + 10.0)
-            outcome["status"] = "lost"
+        give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
+        while not ended.wait(0.25):
+            if self._stop.is_set():
+                logger.warning("job %s: worker closing before the job ended", job_id)
+                return {"job_id": job_id, "status": "interrupted"}
+            if time.monotonic() > give_up:
+                logger.error("job %s: no end after %.0f s", job_id, self.settings.job_timeout_s + 10.0)
+                return {"job_id": job_id, "status": "lost"}
         return outcome
 
     def _submit(self, payload: dict, jp: JobPublisher, *, attempt: int, cancelled: bool) -> None:

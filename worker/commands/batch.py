@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import add_model_flags, add_sampling_flags, sampling_params_from_args
-from .queue_flags import add_connection_flags, add_worker_flags, connect, settings_from_args
+from .queue_flags import add_connection_flags, add_worker_flags, cancel_quietly, connect, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,10 +79,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     settings = settings_from_args(args)
     lock = threading.Lock()
+    stopping = threading.Event()
+    in_flight: set[str] = set()
     counts = {"done": 0, "error": 0, "tokens": 0}
     start = time.monotonic()
 
     def one(client, rid: str, fields: dict[str, Any]) -> None:
+        if stopping.is_set():
+            return
         out: dict[str, Any] = {"id": rid}
         try:
             fields = dict(fields)
@@ -96,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
                     break
                 except QueueFull:
                     time.sleep(0.5)
+            in_flight.add(handle.id)
             result = handle.result(timeout_s=args.timeout)
+            in_flight.discard(handle.id)
+            if stopping.is_set():
+                return
             timings = result.timings.model_dump() if result.timings else None
             out.update(text=result.text, finish_reason=result.finish_reason, usage=result.usage.model_dump(),
                        timings=timings)
@@ -113,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
                   end="" if n < len(todo) else "\n", file=sys.stderr, flush=True)
 
     with connect(settings) as client, ThreadPoolExecutor(max_workers=args.in_flight) as pool:
-        for future in [pool.submit(one, client, rid, fields) for rid, fields in todo]:
-            future.result()
+        futures = [pool.submit(one, client, rid, fields) for rid, fields in todo]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:  # stop submitting; jobs in flight end with `cancelled`, not written
+            stopping.set()
+            for future in futures:
+                future.cancel()
+            cancel_quietly(client, list(in_flight))
+            raise
     return 1 if counts["error"] else 0

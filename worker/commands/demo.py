@@ -14,7 +14,7 @@ import sys
 import threading
 
 from .common import add_model_flags
-from .queue_flags import add_connection_flags, add_worker_flags, connect, settings_from_args
+from .queue_flags import add_connection_flags, add_worker_flags, cancel_quietly, connect, settings_from_args
 
 PROMPTS = (
     "Write a haiku about a lighthouse.",
@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
         for k in range(len(handles)):
             threading.Thread(target=follow, args=(k,), daemon=True).start()
-        return Board(prompts).show(events, len(handles))
+        try:
+            return Board(prompts).show(events, len(handles))
+        except KeyboardInterrupt:
+            cancel_quietly(client, [h.id for h in handles])
+            raise
 
 
 class Board:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .common import add_model_flags, add_sampling_flags, sampling_params_from_args
-from .queue_flags import add_connection_flags, add_worker_flags, connect, settings_from_args
+from .queue_flags import add_connection_flags, add_worker_flags, cancel_quietly, connect, settings_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
         handle = client.submit(job)
         print(f"orcd generate: job {handle.id} queued on {settings.queue_name} (seed {params.seed})",
               file=sys.stderr)
-        return stream_to_terminal(handle.stream(timeout_s=args.timeout), as_json=args.json)
+        try:
+            return stream_to_terminal(handle.stream(timeout_s=args.timeout), as_json=args.json)
+        except KeyboardInterrupt:
+            cancel_quietly(client, [handle.id])  # the worker frees its slot within a step
+            raise
 
 
 def stream_to_terminal(events, *, as_json: bool = False) -> int:

@@ -74,3 +74,16 @@ def connect(settings) -> Iterator:
           f"({settings.model_name}, backend {settings.backend})", file=sys.stderr)
     with local_worker(settings) as client:
         yield client
+
+
+def cancel_quietly(client, job_ids) -> None:
+    """Ask jobs to stop on the way out (Ctrl-C); a broker that is gone already is not an error here."""
+    import redis
+
+    from worker.errors import JobError
+
+    for job_id in job_ids:
+        try:
+            client.cancel(job_id)
+        except (redis.RedisError, JobError) as exc:
+            print(f"orcd: could not cancel job {job_id}: {exc}", file=sys.stderr)
