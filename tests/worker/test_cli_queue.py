@@ -75,3 +75,27 @@ def test_demo_streams_concurrent_jobs(tiny_model):  # noqa: F811
     assert result.returncode == 0, result.stderr
     assert [line[:3] for line in result.stdout.splitlines() if line.startswith("[")] == ["[1]", "[2]", "[3]"]
     assert sum(line.endswith("tok/s") for line in result.stderr.splitlines()) == 3
+
+
+def test_ctrl_c_cancels_the_job_and_exits_promptly(tiny_model):  # noqa: F811
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "-v", "generate", "Hi", "--model", str(tiny_model), "--backend",
+         "numpy", "-n", "300", "--ignore-eos", "--max-context", "512", "--step-delay-ms", "50"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "orcd generate: started on" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    asked = time.monotonic()
+    rest = proc.stderr.read()
+    assert proc.wait(30) == 130
+    assert time.monotonic() - asked < 15.0
+    assert "cancelled after" in rest  # the scheduler stopped the job; the worker drained; no hang
