@@ -47,13 +47,23 @@ def settings_from_args(args: argparse.Namespace):
                             if getattr(args, name, None) is not None})
 
 
-def pin_gpu(ordinal: int) -> None:
-    """Make `ordinal` the only GPU this process sees; must run before anything initialises CUDA."""
-    from worker.errors import WorkerError
+def pin_gpu(ordinal: int) -> str:
+    """Make GPU `ordinal` the only one this process sees (before anything initialises CUDA).
+
+    With CUDA_VISIBLE_DEVICES already set (a scheduler's allocation), `ordinal` indexes that list.
+    Returns the value set.
+    """
+    from worker.errors import SettingsError, WorkerError
 
     if "pycuda.driver" in sys.modules or "pycuda.autoinit" in sys.modules:
         raise WorkerError(f"CUDA was initialised before the worker could pin GPU {ordinal}")
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(ordinal)
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if visible and ordinal >= len(visible):
+        raise SettingsError(f"gpu {ordinal} (ORCD_GPU / --gpu) is not among CUDA_VISIBLE_DEVICES="
+                            f"{','.join(visible)}")
+    device = visible[ordinal] if visible else str(ordinal)
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    return device
 
 
 @contextlib.contextmanager
