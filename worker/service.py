@@ -228,7 +228,8 @@ class WorkerService:
                 "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at,
                 "ts": time.time()}
         if self.engine.backend == "cuda":
-            memory = gpu_memory(self.settings.gpu)
+            pinned = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+            memory = gpu_memory(pinned or str(self.settings.gpu))  # the physical id (or UUID)
             if memory is not None:
                 info.update(free_vram=memory[0], total_vram=memory[1])
         return info
@@ -252,11 +253,11 @@ def _new_generation(prompt_ids: list[int], params: Any, tokenizer: Any, max_cont
     return Generation(prompt_ids, params, tokenizer, max_context=max_context)
 
 
-def gpu_memory(ordinal: int) -> tuple[int, int] | None:
-    """(free, total) bytes of a GPU from nvidia-smi (NVML ordinal), without touching the worker's
+def gpu_memory(device: str) -> tuple[int, int] | None:
+    """(free, total) bytes of a GPU (NVML index or UUID) from nvidia-smi, without touching the worker's
     CUDA context from this thread; None where nvidia-smi is missing or fails."""
     try:
-        out = subprocess.run(["nvidia-smi", "-i", str(ordinal), "--query-gpu=memory.free,memory.total",
+        out = subprocess.run(["nvidia-smi", "-i", device, "--query-gpu=memory.free,memory.total",
                               "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
         free, total = (int(x) << 20 for x in out.stdout.strip().split(","))
     except (OSError, subprocess.SubprocessError, ValueError):
