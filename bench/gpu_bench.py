@@ -9,6 +9,9 @@ device copy bandwidth / weight bytes read per decoded token. Writes JSON lines t
 markdown table last.
 
     python3 bench/gpu_bench.py --out $OUT/bench.jsonl [--models qwen-f16,qwen-q8,phi3-f16] [--no-peers]
+        [--vocab-dir DIR]   # llama.cpp vocab test files: real qwen2 / phi-3 tokenizers in the GGUFs
+
+Each engine runs on each model in its own process (log beside --out), so a crash loses one row only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import gc
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -62,16 +64,6 @@ def record(out: Path, **row) -> None:
     print(json.dumps(row), flush=True)
     with out.open("a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def guarded(out: Path, what: str, fn) -> None:
-    t0 = time.perf_counter()
-    try:
-        fn()
-    except Exception as exc:  # one failing section must not lose the others' figures
-        traceback.print_exc()
-        record(out, section=what, error=f"{type(exc).__name__}: {exc}")
-    print(f"[{what}: {time.perf_counter() - t0:.1f} s]", flush=True)
 
 
 def copy_bandwidth() -> float:
@@ -224,9 +216,7 @@ def profile_step(out: Path, name: str, eng, batch: int) -> None:
 def bench_llama_cpp(out: Path, name: str, path: Path) -> None:
     from llama_cpp import Llama
 
-    llm = Llama(
-        model_path=str(path), n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=False, seed=0
-    )
+    llm = Llama(model_path=str(path), n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=True)
     rng = np.random.default_rng(0)
     vocab = llm.n_vocab()
     llm.reset()
@@ -344,25 +334,89 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write_model(workdir: Path, name: str, vocab_dir: Path | None) -> Path:
+    """The model's random-weight GGUF (written once): the architecture's real llama.cpp vocab file when
+    vocab_dir holds it (then the vocabulary size is that file's), else a byte-level vocab."""
+    from gguf_loader.synthetic import BYTE_VOCAB, VOCAB_FILES, write_synthetic_model
+
+    spec, dtype = MODELS[name]
+    path = workdir / f"{name}.gguf"
+    if not path.exists():
+        t0 = time.perf_counter()
+        kwargs = {k: v for k, v in spec.items() if k != "arch"}
+        vocab = vocab_dir / VOCAB_FILES[spec["arch"]] if vocab_dir else None
+        if vocab is not None and vocab.exists():
+            kwargs.pop("vocab_size")
+        else:
+            vocab = BYTE_VOCAB
+        write_synthetic_model(path, spec["arch"], vocab=vocab, dtype=dtype, **kwargs)
+        print(f"[wrote {path} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s]")
+    return path
+
+
+def run_section(args, section: str, name: str, extra: list[str]) -> None:
+    """One engine on one model in its own process: a crash or a CUDA error there loses only that row."""
+    import subprocess
+
+    log = args.out.parent / f"{section}-{name}.log"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--section",
+        section,
+        "--models",
+        name,
+        "--out",
+        str(args.out),
+        "--workdir",
+        str(args.workdir),
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        try:
+            rc = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, timeout=args.section_timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    print(f"[{section} {name}: rc {rc}, {time.perf_counter() - t0:.1f} s]", flush=True)
+    if rc:
+        record(
+            args.out,
+            section=section,
+            model=name,
+            error=f"exit code {rc}, see {log.name}: " + " | ".join(log.read_text().strip().splitlines()[-3:]),
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench.jsonl"))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/orcd-bench"))
+    parser.add_argument("--vocab-dir", type=Path, help="llama.cpp vocab test files (real tokenizers)")
     parser.add_argument("--no-peers", action="store_true", help="the CUDA engine only")
+    parser.add_argument("--section", choices=("orcd", "llama.cpp", "hf"), help=argparse.SUPPRESS)
+    parser.add_argument("--bandwidth", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--section-timeout", type=float, default=300.0)
     parser.add_argument(
         "--step-only",
         action="store_true",
         help="one eager batch-1 decode step of the first model (to run under ncu)",
     )
     args = parser.parse_args()
-    from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
-
     args.workdir.mkdir(parents=True, exist_ok=True)
+    name = args.models.split(",")[0]
+    if args.section == "orcd":
+        return bench_engine(args.out, name, args.workdir / f"{name}.gguf", args.bandwidth)
+    if args.section == "llama.cpp":
+        return bench_llama_cpp(args.out, name, args.workdir / f"{name}.gguf")
+    if args.section == "hf":
+        return bench_hf(args.out, name, MODELS[name][0])
     if args.step_only:
         from gpu.cuda_engine import CudaEngine
 
-        name = args.models.split(",")[0]
         eng = CudaEngine.load(args.workdir / f"{name}.gguf", max_batch=1, max_context=1024, use_graphs=False)
         slot = eng.alloc()
         ids = eng.prefill([slot], [list(range(1, PROMPT + 1))]).argmax(axis=1).tolist()
@@ -375,20 +429,13 @@ def main() -> None:
 
     record(args.out, section="card", card=cuda.Device(0).name(), copy_gb_s=round(bandwidth / 1e9, 1))
     for name in args.models.split(","):
-        spec, dtype = MODELS[name]
-        path = args.workdir / f"{name}.gguf"
-        if not path.exists():
-            t0 = time.perf_counter()
-            kwargs = {k: v for k, v in spec.items() if k != "arch"}
-            write_synthetic_model(path, spec["arch"], vocab=BYTE_VOCAB, dtype=dtype, **kwargs)
-            print(
-                f"[wrote {path} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s]"
-            )
-        guarded(args.out, f"orcd {name}", lambda n=name, p=path: bench_engine(args.out, n, p, bandwidth))
+        write_model(args.workdir, name, args.vocab_dir)
+        run_section(args, "orcd", name, ["--bandwidth", str(bandwidth)])
         if not args.no_peers:
-            guarded(args.out, f"llama.cpp {name}", lambda n=name, p=path: bench_llama_cpp(args.out, n, p))
-            if dtype == "f16":
-                guarded(args.out, f"hf {name}", lambda n=name, s=spec: bench_hf(args.out, n, s))
+            run_section(args, "llama.cpp", name, [])
+            if MODELS[name][1] == "f16":
+                run_section(args, "hf", name, [])
+    results[:] = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     print(table())
 
 
