@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a"]
 N_NEW = 32
 N_SOLO = 8  # steps of the solo run compared bit for bit with the batched one
-RTOL = 1e-3  # both run float32 over the same dequantised weights; observed ~1e-5
+RTOL = 1e-4  # both run float32 over the same dequantised weights; observed ~2e-6
 
 
 def greedy(engine, prompts: list[list[int]], n_new: int = N_NEW) -> tuple[list[list[int]], list[np.ndarray]]:
