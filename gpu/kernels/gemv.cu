@@ -3,10 +3,11 @@
 // 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
 // past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
 // k each, and the x fragments use the same k order, so the product is exact. A block of 16 warps covers
-// 128 / ksplit weight rows; the ksplit warps of a row group take interleaved k blocks and are summed
-// through shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
+// 128 / ksplit weight rows; the ksplit warps of a row group take consecutive ranges of k blocks (so each
+// lane reads runs of contiguous weights) and are summed through shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
 // never on M: a row's result is the same whatever the batch. f32 accumulation.
-// -D MAX_M: most rows of x per launch (16, 32, 48 or 64). K must be a multiple of 8.
+// -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
+// known to be zero and never loaded). K must be a multiple of 8.
 // -D X_SWIGLU=1: x is the f32 gate|up projection [M, 2K] and the operand is silu(gate) * up rounded to the
 // operand type, exactly what swiglu.cu writes, so the feed-forward's down projection needs no swiglu launch.
 #include "common.cuh"
@@ -18,8 +19,8 @@
 #ifndef X_SWIGLU
 #define X_SWIGLU 0
 #endif
-// k blocks in flight per warp, bounded by the registers their x fragments take
-#define UNROLL (MT == 1 ? (X_SWIGLU ? 4 : 8) : (MT == 2 ? 4 : 2))
+// k blocks in flight per warp, bounded by the registers their x fragments take (<= 128: one block per SM)
+#define UNROLL (MT == 1 ? ((MAX_M > 8 && X_SWIGLU) ? 4 : 8) : (MT == 2 ? 4 : 2))
 #define WARPS 16
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
@@ -56,7 +57,7 @@ __device__ __forceinline__ uint4 load_x(const void *__restrict__ x, int row, int
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv(float *__restrict__ y,          // [M, N]
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(float *__restrict__ y,          // [M, N]
                                                        const void *__restrict__ x,     // [M, K] (see X_SWIGLU)
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
@@ -75,25 +76,26 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv(float *__restrict_
 
     if (n0 < N) {
         const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
-        const int step = 32 * ksplit;
+        const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
+        const int k_end = min(K, (part + 1) * per_part * 32);
         const uint4 zero = make_uint4(0, 0, 0, 0);
-        for (int kb = part * 32; kb < K; kb += UNROLL * step) {
+        for (int kb = part * per_part * 32; kb < k_end; kb += UNROLL * 32) {
             // every load of these UNROLL k blocks first (weights streamed, x from L1/L2), then the mma's
             uint4 wv[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                const int k = kb + u * step + 8 * t;
-                wv[u] = k < K ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+                const int k = kb + u * 32 + 8 * t;
+                wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const int r0 = mt * 16 + g, r1 = r0 + 8;
-                    xa[u][mt] = (k < K && r0 < M) ? load_x(x, r0, K, k) : zero;
-                    xb[u][mt] = (k < K && r1 < M) ? load_x(x, r1, K, k) : zero;
+                    xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
+                    xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
                 }
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                if (kb + u * step >= K) break;  // warp-uniform
+                if (kb + u * 32 >= k_end) break;  // warp-uniform
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);

@@ -11,15 +11,16 @@ from ..runtime import Runtime, ptr
 from . import blocks, check
 
 MAX_ROWS = 64
-ROW_BUCKETS = (16, 32, 64)
+ROW_BUCKETS = (8, 16, 32, 64)
 _WARPS = 16  # per block; each warp streams 8 weight rows
 
 
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
-    """Warps per group of 8 weight rows: more when N alone leaves SMs idle (a function of N, K only)."""
+    """Warps per group of 8 weight rows: more while N alone leaves SMs short of the 16 warps each can hold
+    (a function of N and K only, never of M), each warp keeping at least 2 k blocks of 32."""
     groups = blocks(n, 8)
     ksplit = 1
-    while ksplit < _WARPS and groups * ksplit < 32 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
+    while ksplit < _WARPS and groups * ksplit < 16 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
         ksplit *= 2
     return ksplit
 
