@@ -16,11 +16,12 @@ _WARPS = 16  # per block; each warp streams 8 weight rows
 
 
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
-    """Warps per group of 8 weight rows: more while N alone leaves SMs short of the 16 warps each can hold
-    (a function of N and K only, never of M), each warp keeping at least 2 k blocks of 32."""
+    """Warps per group of 8 weight rows: the most (a power of two <= 16) that still fits every warp of the
+    launch on the GPU at once (16 per SM at this kernel's registers), each warp keeping >= 2 k blocks of
+    32. A function of N and K only, never of M."""
     groups = blocks(n, 8)
     ksplit = 1
-    while ksplit < _WARPS and groups * ksplit < 16 * rt.n_sm and k >= 2 * 32 * ksplit * 2:
+    while ksplit < _WARPS and groups * ksplit * 2 <= 16 * rt.n_sm and k >= 32 * 2 * ksplit * 2:
         ksplit *= 2
     return ksplit
 
