@@ -15,7 +15,7 @@ import numpy as np
 from gguf_loader import quants_k
 from gguf_loader.constants import BLOCK_SIZES, GGMLType, ggml_type_name
 from gguf_loader.errors import GGUFTensorError, UnsupportedTypeError
-from gguf_loader.quants_k import f16_column, f16_to_f32
+from gguf_loader.quants_k import f16_column
 
 Kernel = Callable[[np.ndarray, np.ndarray], None]
 
@@ -75,11 +75,13 @@ BLOCK_KERNELS: dict[GGMLType, Kernel] = {
     GGMLType.Q8_0: _q8_0,
     **quants_k.BLOCK_KERNELS,
 }
-FLOAT_TYPES = (GGMLType.F32, GGMLType.F16, GGMLType.BF16)
+F32, F16, BF16 = GGMLType.F32, GGMLType.F16, GGMLType.BF16  # module constants: enum lookups are slow
+FLOAT_TYPES = (F32, F16, BF16)
 SUPPORTED_TYPES: tuple[GGMLType, ...] = (*FLOAT_TYPES, *BLOCK_KERNELS)
 
 
-_U8, _U16, _F32 = np.dtype(np.uint8), np.dtype("<u2"), np.dtype("<f4")
+_U8, _U16 = np.dtype(np.uint8), np.dtype("<u2")
+_F32, _F16 = np.dtype("<f4"), np.dtype("<f2")
 
 
 def _as_type(ggml_type: int) -> GGMLType:
@@ -95,7 +97,7 @@ def dequantize(raw: np.ndarray, ggml_type: int, n_elements: int) -> np.ndarray:
 
     F32 data comes back as a zero-copy view of `raw`; every other type as a new array.
     """
-    if ggml_type is GGMLType.F32 and raw.dtype is _U8 and raw.ndim == 1 and raw.size == 4 * n_elements:
+    if ggml_type is F32 and raw.dtype is _U8 and raw.ndim == 1 and raw.size == 4 * n_elements:
         return raw.view(_F32)  # the common small-tensor case, without the general checks below
     gtype = _as_type(ggml_type)
     if gtype not in SUPPORTED_TYPES:
@@ -112,11 +114,11 @@ def dequantize(raw: np.ndarray, ggml_type: int, n_elements: int) -> np.ndarray:
             f"{gtype.name}: expected {n_blocks * block_bytes} bytes of 1-D uint8 data for "
             f"{n_elements} elements, got {raw.size} of {raw.dtype} with shape {raw.shape}"
         )
-    if gtype is GGMLType.F32:
+    if gtype is F32:
         return raw.view(_F32)
-    if gtype is GGMLType.F16:
-        return f16_to_f32(raw.view(_U16))
-    if gtype is GGMLType.BF16:
+    if gtype is F16:
+        return raw.view(_F16).astype(np.float32)
+    if gtype is BF16:
         return (raw.view(_U16).astype(np.uint32) << 16).view(np.float32)
     kernel = BLOCK_KERNELS[gtype]
     blocks = raw.reshape(n_blocks, block_bytes)  # [n_blocks, block_bytes]
