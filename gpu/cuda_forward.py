@@ -114,14 +114,14 @@ class CudaForward:
             attend(i, q, att)  # [n, q_dim]
             linear(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
-            linear(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden | hidden]
-            if c.activation == "swiglu" and n <= GEMV_ROWS:  # silu(gate) * up computed as gemv reads it
-                gemv(rt, x, gu, layer.w_down, layer.b_down, accumulate=True, swiglu=True)
-                continue
-            if c.activation == "swiglu":
-                swiglu(rt, act, gu)
+            if c.activation == "swiglu" and n <= GEMV_ROWS:  # silu(gate) * up in the gemv's epilogue
+                gemv(rt, act, h, layer.w_up, layer.b_up, swiglu=True)  # [n, hidden]
             else:
-                gelu(rt, act, gu)
+                linear(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden (gate, up interleaved) | hidden]
+                if c.activation == "swiglu":
+                    swiglu(rt, act, gu)
+                else:
+                    gelu(rt, act, gu)
             linear(rt, x, act, layer.w_down, layer.b_down, accumulate=True)  # x += feed-forward output
 
     def _head(self, x, h, logits) -> None:

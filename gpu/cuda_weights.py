@@ -31,7 +31,7 @@ class DeviceLayer:
     bo: Any
     ffn_norm: Any
     ffn_norm_bias: Any
-    w_up: Any  # [2 hidden, dim] gate|up (swiglu) or [hidden, dim] (gelu)
+    w_up: Any  # [2 hidden, dim] gate and up rows interleaved (swiglu) or [hidden, dim] (gelu)
     b_up: Any
     w_down: Any  # [dim, hidden]
     b_down: Any
@@ -83,6 +83,14 @@ class _Uploader:
         return dev
 
 
+def _interleave(gate_up: np.ndarray | None) -> np.ndarray | None:
+    """Rows gate|up [2 hidden, ...] -> gate 0, up 0, gate 1, up 1, ... (one gate/up pair per output pair)."""
+    if gate_up is None:
+        return None
+    pairs = gate_up.reshape(2, gate_up.shape[0] // 2, *gate_up.shape[1:]).swapaxes(0, 1)  # [hidden, 2, ...]
+    return np.ascontiguousarray(pairs).reshape(gate_up.shape)
+
+
 def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWeights:
     """Dequantise every tensor of `gguf` and upload it; matrices in `rt.dtype`, vectors in f32."""
     from gguf_loader.arch import load_weights
@@ -93,12 +101,14 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
 
     host = load_weights(gguf, config, convert=convert, fuse=True)
     up = _Uploader(rt)
+    swiglu = config.activation == "swiglu"
     layers = tuple(
         DeviceLayer(
             attn_norm=up(lw.attn_norm), attn_norm_bias=up(lw.attn_norm_bias), wqkv=up(lw.wqkv),
             bqkv=up(lw.bqkv), wo=up(lw.wo), bo=up(lw.bo), ffn_norm=up(lw.ffn_norm),
             ffn_norm_bias=up(lw.ffn_norm_bias),
-            w_up=up(lw.w_gate_up if config.activation == "swiglu" else lw.w_up), b_up=up(lw.b_up),
+            w_up=up(_interleave(lw.w_gate_up) if swiglu else lw.w_up),
+            b_up=up(_interleave(lw.b_up) if swiglu else lw.b_up),
             w_down=up(lw.w_down), b_down=up(lw.b_down),
         )
         for lw in host.layers

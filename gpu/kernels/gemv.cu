@@ -8,19 +8,20 @@
 // never on M: a row's result is the same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
 // known to be zero and never loaded). K must be a multiple of 8.
-// -D X_SWIGLU=1: x is the f32 gate|up projection [M, 2K] and the operand is silu(gate) * up rounded to the
-// operand type, exactly what swiglu.cu writes, so the feed-forward's down projection needs no swiglu launch.
+// -D EPI_SWIGLU=1: the weight rows interleave gate and up (row 2j = gate j, row 2j + 1 = up j), and the
+// output is y[m, j] = silu(gate) * up in the operand type, [M, N / 2]: what swiglu.cu computes from the same
+// f32 sums, with no f32 round trip and no separate launch.
 #include "common.cuh"
 
 #ifndef MAX_M
 #define MAX_M 16
 #endif
 #define MT ((MAX_M + 15) / 16)  // 16-row tiles of x
-#ifndef X_SWIGLU
-#define X_SWIGLU 0
+#ifndef EPI_SWIGLU
+#define EPI_SWIGLU 0
 #endif
 // k blocks in flight per warp, bounded by the registers their x fragments take (<= 128: one block per SM)
-#define UNROLL (MT == 1 ? ((MAX_M > 8 && X_SWIGLU) ? 4 : 8) : (MT == 2 ? 4 : 2))
+#define UNROLL (MT == 1 ? 8 : (MT == 2 ? 4 : 2))
 #define WARPS 16
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
@@ -39,26 +40,12 @@ __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1
 }
 
 // Eight operands of row `row` of x from column k.
-__device__ __forceinline__ uint4 load_x(const void *__restrict__ x, int row, int K, int k) {
-#if X_SWIGLU
-    const float *g = reinterpret_cast<const float *>(x) + (size_t)row * 2 * K + k;
-    const float4 g0 = __ldg(reinterpret_cast<const float4 *>(g)), g1 = __ldg(reinterpret_cast<const float4 *>(g + 4));
-    const float4 u0 = __ldg(reinterpret_cast<const float4 *>(g + K));
-    const float4 u1 = __ldg(reinterpret_cast<const float4 *>(g + K + 4));
-    const float a[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
-    const float u[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
-    uint4 out;
-    dtype *h = reinterpret_cast<dtype *>(&out);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) h[i] = from_f32(a[i] / (1.0f + __expf(-a[i])) * u[i]);
-    return out;
-#else
-    return __ldg(reinterpret_cast<const uint4 *>(reinterpret_cast<const dtype *>(x) + (size_t)row * K + k));
-#endif
+__device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
+    return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(float *__restrict__ y,          // [M, N]
-                                                       const void *__restrict__ x,     // [M, K] (see X_SWIGLU)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(void *__restrict__ y,  // [M, N] f32 (see EPI_SWIGLU)
+                                                       const dtype *__restrict__ x,    // [M, K]
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
                                                        int M, int N, int K, int ksplit, int accumulate) {
@@ -127,9 +114,16 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(float *__restri
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int m = mt * 16 + g + (i >> 1) * 8, col = n0 + 2 * t + (i & 1);
-            if (m < M && col < N) {
-                float *out = y + (size_t)m * N + col;
-                *out = (accumulate ? *out : 0.0f) + acc[mt][i] + (bias ? bias[col] : 0.0f);
+            if (m >= M || col >= N) continue;
+            const float v = acc[mt][i] + (bias ? bias[col] : 0.0f);
+#if EPI_SWIGLU
+            if (i & 1) {  // (gate, up) = (cols 2j, 2j + 1) sit in this lane's pair
+                const float a = acc[mt][i - 1] + (bias ? bias[col - 1] : 0.0f);
+                reinterpret_cast<dtype *>(y)[(size_t)m * (N / 2) + col / 2] = from_f32(a / (1.0f + __expf(-a)) * v);
             }
+#else
+            float *out = reinterpret_cast<float *>(y) + (size_t)m * N + col;
+            *out = (accumulate ? *out : 0.0f) + v;
+#endif
         }
 }

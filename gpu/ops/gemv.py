@@ -29,20 +29,22 @@ def ksplit_for(rt: Runtime, n: int, k: int) -> int:
 def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False) -> None:
     """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0.
 
-    swiglu: x is instead the f32 gate|up projection [M, 2K], and silu(gate) * up is the operand."""
-    m, k = x.shape[0], w.shape[1]
+    swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up."""
+    m, k = x.shape
     n = w.shape[0]
     if m > MAX_ROWS:
         raise InvalidInput(f"x: {m} rows, gemv takes at most {MAX_ROWS}")
     if k % 8:
         raise InvalidInput(f"x: K = {k} is not a multiple of 8")
-    check(x, "x", np.float32 if swiglu else rt.operand, (m, 2 * k if swiglu else k))
+    if swiglu and (n % 2 or accumulate):
+        raise InvalidInput(f"swiglu output: N = {n} must be even and y cannot accumulate")
+    check(x, "x", rt.operand, (m, k))
     check(w, "w", rt.operand, (n, k))
-    check(y, "y", np.float32, (m, n))
+    check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
-    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, X_SWIGLU=int(swiglu))
+    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, EPI_SWIGLU=int(swiglu))
     rt.launch(fn, (blocks(blocks(n, 8), _WARPS // ksplit), 1, 1), (32 * _WARPS, 1, 1),
               ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k, ksplit, int(accumulate))

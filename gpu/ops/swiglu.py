@@ -1,4 +1,4 @@
-"""swiglu.cu: silu(gate) * up from a fused gate|up projection."""
+"""swiglu.cu: silu(gate) * up from a fused projection whose columns interleave gate and up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from . import blocks, check
 
 
 def swiglu(rt: Runtime, out, gate_up) -> None:
-    """out [n, hidden] operand = silu(gate_up[:, :hidden]) * gate_up[:, hidden:]; gate_up f32."""
+    """out [n, hidden] operand = silu(gate_up[:, 0::2]) * gate_up[:, 1::2]; gate_up f32 [n, 2 hidden]."""
     n, hidden = out.shape
     check(out, "out", rt.operand, (n, hidden))
     check(gate_up, "gate_up", np.float32, (n, 2 * hidden))
