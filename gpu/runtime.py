@@ -81,13 +81,15 @@ class Runtime:
             self._names[id(fn)] = name + "".join(f" {k}={v}" for k, v in sorted(defines.items()))
         return fn
 
-    def launch(self, fn: cuda.Function, grid: tuple[int, ...], block: tuple[int, ...], *args) -> None:
+    def launch(self, fn: cuda.Function, grid: tuple[int, ...], block: tuple[int, ...], *args,
+               shared: int = 0) -> None:
+        """Launch on the runtime's stream with `shared` bytes of dynamic shared memory."""
         if self.profile is None:
-            fn.prepared_async_call(grid, block, self.stream, *args)
+            fn.prepared_async_call(grid, block, self.stream, *args, shared_size=shared)
             return
         start, end = cuda.Event(), cuda.Event()
         start.record(self.stream)
-        fn.prepared_async_call(grid, block, self.stream, *args)
+        fn.prepared_async_call(grid, block, self.stream, *args, shared_size=shared)
         end.record(self.stream)
         self.profile.append((self._names[id(fn)], start, end))
 

@@ -2,9 +2,9 @@
 // cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory with
 // 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
 // past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
-// k each, and the x fragments use the same k order, so the product is exact. A block of 16 warps covers
-// 128 / ksplit weight rows; the ksplit warps of a row group take consecutive ranges of k blocks (so each
-// lane reads runs of contiguous weights) and are summed through shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
+// k each, and the x fragments use the same k order, so the product is exact. A block of ksplit warps
+// covers one group of 8 weight rows: its warps take consecutive ranges of k blocks (so each lane reads
+// runs of contiguous weights) and are summed through (dynamic) shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
 // never on M: a row's result is the same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
 // known to be zero and never loaded). K must be a multiple of 8.
@@ -20,9 +20,8 @@
 #ifndef EPI_SWIGLU
 #define EPI_SWIGLU 0
 #endif
-// k blocks in flight per warp, bounded by the registers their x fragments take (<= 128: one block per SM)
+// k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
 #define UNROLL (MT == 1 ? 8 : (MT == 2 ? 4 : 2))
-#define WARPS 16
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -44,16 +43,15 @@ __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, in
     return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(void *__restrict__ y,  // [M, N] f32 (see EPI_SWIGLU)
+extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  // [M, N] f32 (see EPI_SWIGLU)
                                                        const dtype *__restrict__ x,    // [M, K]
                                                        const dtype *__restrict__ w,    // [N, K]
                                                        const float *__restrict__ bias, // [N] or null
                                                        int M, int N, int K, int ksplit, int accumulate) {
-    __shared__ float partial[WARPS][MT][4][32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
+    const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
-    const int n0 = (blockIdx.x * (WARPS / ksplit) + warp / ksplit) * 8;  // this warp's 8 weight rows
-    const int part = warp % ksplit;
+    const int n0 = blockIdx.x * 8;  // this block's 8 weight rows
     const int n = n0 + g;  // the weight row this lane loads
     float acc[MT][4];
 #pragma unroll
@@ -95,7 +93,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(void *__restric
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) partial[warp][mt][i][lane] = acc[mt][i];
+            for (int i = 0; i < 4; ++i) partial[((part * MT + mt) * 4 + i) * 32 + lane] = acc[mt][i];
         __syncthreads();
         if (part != 0) return;
 #pragma unroll
@@ -103,7 +101,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) gemv(void *__restric
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 float s = 0.0f;
-                for (int p = 0; p < ksplit; ++p) s += partial[warp + p][mt][i][lane];
+                for (int p = 0; p < ksplit; ++p) s += partial[((p * MT + mt) * 4 + i) * 32 + lane];
                 acc[mt][i] = s;
             }
     }

@@ -12,16 +12,18 @@ from . import blocks, check
 
 MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
-_WARPS = 16  # per block; each warp streams 8 weight rows
+_MAX_KSPLIT = 16  # warps per block: one group of 8 weight rows, its K split over the block's warps
+_RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 
 
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
-    """Warps per group of 8 weight rows: the most (a power of two <= 16) that still fits every warp of the
-    launch on the GPU at once (16 per SM at this kernel's registers), each warp keeping >= 2 k blocks of
-    32. A function of N and K only, never of M."""
+    """Warps per group of 8 weight rows: the most (a power of two <= 16) that still lets every warp of the
+    launch be resident at once, each warp keeping >= 2 k blocks of 32. A function of N and K only, never
+    of M, so the order of the additions is the same for every batch."""
     groups = blocks(n, 8)
     ksplit = 1
-    while ksplit < _WARPS and groups * ksplit * 2 <= 16 * rt.n_sm and k >= 32 * 2 * ksplit * 2:
+    while (ksplit < _MAX_KSPLIT and groups * ksplit * 2 <= _RESIDENT_WARPS * rt.n_sm
+           and k >= 32 * 2 * ksplit * 2):
         ksplit *= 2
     return ksplit
 
@@ -46,5 +48,6 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
     fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, EPI_SWIGLU=int(swiglu))
-    rt.launch(fn, (blocks(blocks(n, 8), _WARPS // ksplit), 1, 1), (32 * _WARPS, 1, 1),
-              ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k, ksplit, int(accumulate))
+    shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
+    rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
+              ksplit, int(accumulate), shared=shared)
