@@ -276,7 +276,10 @@ def main() -> None:
 
         redis_lib.Redis(db=args.redis_db).flushdb()
 
-    print(f"gateway bench: backend={args.backend}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(
+        f"gateway bench: backend={args.backend}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
+        flush=True,
+    )
     base = engine_alone_us(args.backend, args.tokens, args.redis_db)
     procs, port = start(args, 0.0)
     try:
@@ -284,7 +287,8 @@ def main() -> None:
             us, tok_s = asyncio.run(overhead(port, args.jobs, args.tokens, parallel))
             print(
                 f"  {parallel} stream(s) at once: {us:7.1f} µs/token per stream (fake engine alone "
-                f"{base:.1f}), {tok_s:8.0f} tokens/s through the gateway"
+                f"{base:.1f}), {tok_s:8.0f} tokens/s through the gateway",
+                flush=True,
             )
     finally:
         stop(procs)
@@ -305,7 +309,8 @@ def main() -> None:
             held, late = asyncio.run(watch())
             print(
                 f"  {k:5d} streams at 1 token/s for 10 s: {held} complete, worst lateness {late:.2f} s, "
-                f"server RSS peak {peak[0]:.0f} MiB, {time.perf_counter() - t0:.1f} s"
+                f"server RSS peak {peak[0]:.0f} MiB, {time.perf_counter() - t0:.1f} s",
+                flush=True,
             )
             if held < k or late > 2.0:
                 break
