@@ -21,7 +21,7 @@
 #define EPI_SWIGLU 0
 #endif
 // k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
-#define UNROLL (MT == 1 ? 8 : (MT == 2 ? 4 : 2))
+#define UNROLL (MAX_M <= 8 ? 8 : (MT == 1 ? 4 : (MT == 2 ? 2 : 1)))
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -64,13 +64,21 @@ extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  //
         const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
         const int k_end = min(K, (part + 1) * per_part * 32);
         const uint4 zero = make_uint4(0, 0, 0, 0);
-        for (int kb = part * per_part * 32; kb < k_end; kb += UNROLL * 32) {
-            // every load of these UNROLL k blocks first (weights streamed, x from L1/L2), then the mma's
-            uint4 wv[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
+        const int k_begin = part * per_part * 32;
+        // software pipeline: the weights of the next UNROLL k blocks are in flight while these are used
+        uint4 wv[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int k = k_begin + u * 32 + 8 * t;
+            wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+        }
+        for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
+            uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
+                const int kn = kb + (UNROLL + u) * 32 + 8 * t;
+                wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
                 const int k = kb + u * 32 + 8 * t;
-                wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const int r0 = mt * 16 + g, r1 = r0 + 8;
@@ -87,6 +95,8 @@ extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  //
                     mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
                 }
             }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
         }
     }
     if (ksplit > 1) {
