@@ -47,10 +47,9 @@ def format_error(error: GatewayError, correlation_id: str) -> bytes:
     return f"event: gateway_error\ndata: {data}\n\n".encode()
 
 
-async def with_keepalive(
-    events: AsyncIterator[JobEvent], interval_s: float
-) -> AsyncIterator[JobEvent | None]:
-    """Yield the events, and ``None`` whenever `interval_s` passes without one (time to send a comment).
+async def with_keepalive(events: AsyncIterator[JobEvent], interval_s: float) -> AsyncIterator[list[JobEvent]]:
+    """Yield the events in batches of all that are ready (one write each, so a fast producer costs
+    fewer HTTP chunks), and an empty batch whenever `interval_s` passes without one (keep-alive).
 
     The source is pumped by a task into a queue, so a keep-alive timeout never cancels the source's
     pending read (which would close an async generator halfway through).
@@ -69,15 +68,22 @@ async def with_keepalive(
     try:
         while True:
             try:
-                kind, item = await asyncio.wait_for(queue.get(), timeout=interval_s)
+                item = await asyncio.wait_for(queue.get(), timeout=interval_s)
             except TimeoutError:
-                yield None
+                yield []
                 continue
-            if kind == "end":
+            batch: list[JobEvent] = []
+            while item[0] == "event":
+                batch.append(item[1])
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield batch
+            if item[0] == "raise":
+                raise item[1]
+            if item[0] == "end":
                 return
-            if kind == "raise":
-                raise item
-            yield item
     finally:
         task.cancel()
         aclose = getattr(events, "aclose", None)
@@ -107,15 +113,20 @@ async def job_sse(
     left running for a later resume."""
     finished = False
     try:
-        async for event in with_keepalive(events, keepalive_s):
-            if event is None:
+        async for batch in with_keepalive(events, keepalive_s):
+            if not batch:
                 yield KEEPALIVE
                 continue
-            on_event(event)
-            for chunk in render(event):
-                yield chunk
-            if event.type in TERMINAL:
-                finished = True
+            chunks: list[bytes] = []
+            for event in batch:
+                on_event(event)
+                chunks += render(event)
+                finished = event.type in TERMINAL
+                if finished:
+                    break
+            if chunks:
+                yield b"".join(chunks)
+            if finished:
                 return
     except GatewayError as exc:
         finished = True
