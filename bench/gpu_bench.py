@@ -160,20 +160,25 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         tok_s=round(PREFILL / float(np.median(times[1:])), 1),
     )
     eng.close()
-    if name == "qwen-f16":  # what the CUDA graphs buy at batch 1
-        eng = CudaEngine.load(path, max_batch=1, max_context=1024, use_graphs=False)
+    variants = {"orcd-no-graphs": dict(use_graphs=False), "orcd-no-gemv-pipeline": dict(pipeline_max_m=0)}
+    for label, opts in variants.items():  # what the CUDA graphs / the gemv's software pipeline buy at batch 1
+        if name == "qwen-q8":
+            continue
+        from gpu.ops import gemv
+
+        gemv.PIPELINE_MAX_M = opts.get("pipeline_max_m", 8)
+        eng = CudaEngine.load(path, max_batch=1, max_context=1024, use_graphs=opts.get("use_graphs", True))
         slot = eng.alloc()
-        logits = eng.prefill([slot], [rng.integers(0, vocab, PROMPT).tolist()])
+        ids = eng.prefill([slot], [rng.integers(0, vocab, PROMPT).tolist()]).argmax(axis=1).tolist()
         for _ in range(3):
-            logits = eng.decode([slot], logits.argmax(axis=1).tolist())
+            ids = eng.decode_greedy([slot], ids).tolist()
         t0 = time.perf_counter()
         for _ in range(STEPS):
-            logits = eng.decode([slot], logits.argmax(axis=1).tolist())
+            ids = eng.decode_greedy([slot], ids).tolist()
         dt = time.perf_counter() - t0
-        record(
-            out, section="decode", engine="orcd-no-graphs", model=name, batch=1, tok_s=round(STEPS / dt, 1)
-        )
+        record(out, section="decode", engine=label, model=name, batch=1, tok_s=round(STEPS / dt, 1))
         eng.close()
+        gemv.PIPELINE_MAX_M = 8
 
 
 def profile_step(out: Path, name: str, eng, batch: int) -> None:

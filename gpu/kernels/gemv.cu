@@ -21,7 +21,10 @@
 #define EPI_SWIGLU 0
 #endif
 // k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
-#define UNROLL (MAX_M <= 8 ? 8 : (MT == 1 ? 4 : (MT == 2 ? 2 : 1)))
+#ifndef PIPE
+#define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
+#endif
+#define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -65,20 +68,22 @@ extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  //
         const int k_end = min(K, (part + 1) * per_part * 32);
         const uint4 zero = make_uint4(0, 0, 0, 0);
         const int k_begin = part * per_part * 32;
-        // software pipeline: the weights of the next UNROLL k blocks are in flight while these are used
+        // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
+        // UNROLL k blocks are also in flight while these are used
         uint4 wv[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int k = k_begin + u * 32 + 8 * t;
-            wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+            if (PIPE) wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
         }
         for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
             uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                const int kn = kb + (UNROLL + u) * 32 + 8 * t;
-                wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
                 const int k = kb + u * 32 + 8 * t;
+                const int kn = PIPE ? k + UNROLL * 32 : k;
+                wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
+                if (!PIPE) wv[u] = wn[u];
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const int r0 = mt * 16 + g, r1 = r0 + 8;
@@ -95,8 +100,10 @@ extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  //
                     mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
                 }
             }
+            if (PIPE) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
+                for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
+            }
         }
     }
     if (ksplit > 1) {

@@ -14,6 +14,7 @@ MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
 _MAX_KSPLIT = 16  # warps per block: one group of 8 weight rows, its K split over the block's warps
 _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
+PIPELINE_MAX_M = 8  # row buckets up to this software-pipeline their weight loads (a tuning knob)
 
 
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
@@ -47,7 +48,8 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
         check(bias, "bias", np.float32, (n,))
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
-    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, EPI_SWIGLU=int(swiglu))
+    pipe = int(max_m <= PIPELINE_MAX_M)
+    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, EPI_SWIGLU=int(swiglu), PIPE=pipe)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
               ksplit, int(accumulate), shared=shared)
