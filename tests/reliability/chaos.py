@@ -52,19 +52,20 @@ def reference_ids(model: Path, jobs: list[Job], max_context: int) -> dict[str, l
 
 def run_chaos(workdir: Path, redis_url: str, *, n_jobs: int, n_workers: int, submit_s: float,
               kill_every: tuple[float, float], seed: int = 0, step_delay_ms: float = 15.0,
-              max_context: int = 256, log=print) -> ChaosResult:
+              max_context: int = 256, timing: dict | None = None, log=print) -> ChaosResult:
+    timing = timing or TIMING
     rng = random.Random(seed)
     model = tiny_model(workdir)
     queue = unique_queue("chaos")
     jobs = [random_job(rng, i) for i in range(n_jobs)]
     expected = reference_ids(model, jobs, max_context)
     workers = [Worker(model, queue, redis_url, workdir, i, max_batch=4, concurrency=4,
-                      max_context=max_context, step_delay_ms=step_delay_ms, **TIMING).start()
+                      max_context=max_context, step_delay_ms=step_delay_ms, **timing).start()
                for i in range(n_workers)]
     for w in workers:
         w.wait_ready()
-    client = client_for(model, queue, redis_url, job_timeout_s=TIMING["job_timeout"],
-                        visibility_timeout_s=TIMING["visibility_timeout"])
+    client = client_for(model, queue, redis_url, job_timeout_s=timing["job_timeout"],
+                        visibility_timeout_s=timing["visibility_timeout"])
     tally, lock, done = Tally(), threading.Lock(), threading.Event()
     kills = 0
 

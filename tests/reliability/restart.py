@@ -27,6 +27,7 @@ from tests.reliability.cluster import Gateway, PrivateRedis, Worker, client_for,
 from tests.reliability.jobs import Tally, check_stream
 from worker import keys
 from worker.schemas import Job
+from worker.streams import read_log
 
 TIMING = dict(job_timeout=20, visibility_timeout=40, restore_interval=1, heartbeat=1.0, step_delay_ms=20)
 
@@ -43,6 +44,8 @@ class RestartResult:
     heartbeats_back_s: float | None
     health_back_s: float | None
     http_after: list[str] = field(default_factory=list)
+    worker_deaths: list[str] = field(default_factory=list)  # the last fatal log line of each dead worker
+    headless: dict[str, int] = field(default_factory=dict)  # job id -> first seq of a log missing its head
 
 
 def _health(url: str) -> str:
@@ -68,7 +71,8 @@ def _http_job(url: str, prompt: str, timeout_s: float) -> str:
 
 
 def run_restart(workdir: Path, *, port: int = 6390, persist: bool = False, n_jobs: int = 16,
-                down_s: float = 3.0, stream_timeout_s: float = 30.0, log=print) -> RestartResult:
+                down_s: float = 3.0, stream_timeout_s: float = 30.0, resume_timeout_s: float = 30.0,
+                log=print) -> RestartResult:
     server = PrivateRedis(port, workdir, persist=persist).start()
     model = tiny_model(workdir)
     queue = keys.queue(model)  # the default queue, so jobs over HTTP (model name only) reach it too
@@ -107,22 +111,33 @@ def run_restart(workdir: Path, *, port: int = 6390, persist: bool = False, n_job
         server.start()
         back = time.monotonic()
         log("  redis-server started again")
-        heartbeats_back = _wait(lambda: all(_beating(server.url, w.name) for w in workers), 30.0, back)
+        beating = lambda: all(_beating(server.url, w.name) for w in workers if w.alive)  # noqa: E731
+        heartbeats_back = _wait(beating, 30.0, back)
         health_back = _wait(lambda: _health(gateway.url) == "200", 30.0, back)
         pool.shutdown(wait=True)
         resumed = Tally()
         with ThreadPoolExecutor(max_workers=n_jobs) as again:
-            for check in again.map(lambda h: check_stream(client, h.id, timeout_s=stream_timeout_s), handles):
+            for check in again.map(lambda h: check_stream(client, h.id, timeout_s=resume_timeout_s), handles):
                 resumed.add(check)
-        after = Tally()
-        fresh = [client.submit(Job(prompt=f"after restart {i}", params=SamplingParams(max_tokens=8, seed=i)))
-                 for i in range(8)]
-        for h in fresh:
-            after.add(check_stream(client, h.id, timeout_s=stream_timeout_s))
-        http_after = [_http_job(gateway.url, f"http after restart {i}", stream_timeout_s) for i in range(3)]
+        headless = {}
+        for check in resumed.checks:
+            log_seqs = [e.seq for e in read_log(client.redis, check.job_id)]
+            if check.outcome == "timeout" and log_seqs and log_seqs[0] > 1:
+                headless[check.job_id] = log_seqs[0]
+        after, http_after = Tally(), []
+        if any(w.alive for w in workers):  # else nothing can serve them: the deaths are the finding
+            fresh = [client.submit(Job(prompt=f"after restart {i}",
+                                       params=SamplingParams(max_tokens=8, seed=i))) for i in range(8)]
+            for h in fresh:
+                after.add(check_stream(client, h.id, timeout_s=stream_timeout_s))
+            http_after = [_http_job(gateway.url, f"http after restart {i}", stream_timeout_s)
+                          for i in range(3)]
         return RestartResult(in_flight, resumed, after, submit_outage, health_outage,
                              sum(w.alive for w in workers), gateway.proc.poll() is None, heartbeats_back,
-                             health_back, http_after)
+                             health_back, http_after,
+                             [f"exit {w.proc.returncode}: {_fatal_line(w.log)}"
+                              for w in workers if not w.alive],
+                             headless)
     finally:
         gateway.stop()
         for w in workers:
@@ -130,6 +145,16 @@ def run_restart(workdir: Path, *, port: int = 6390, persist: bool = False, n_job
         if client is not None:
             client.close()
         server.stop()
+
+
+KOMBU_RACE = "Unrecoverable error: AttributeError(\"'NoneType' object has no attribute 'hostname'\")"
+
+
+def _fatal_line(log: Path) -> str:
+    """What killed a worker: Celery's "Unrecoverable error" line, else the log's last line."""
+    lines = log.read_text(errors="replace").splitlines()
+    fatal = [line for line in lines if "Unrecoverable error" in line]
+    return (fatal or lines or ["(empty log)"])[-1][-200:]
 
 
 def _beating(url: str, name: str) -> bool:
@@ -156,8 +181,9 @@ def describe(result: RestartResult) -> list[str]:
     return [
         f"submit during the outage: {result.submit_during_outage}; gateway /health during it: "
         f"{result.health_during_outage}",
+        *(f"    worker died: {line}" for line in result.worker_deaths),
         f"after the restart: {result.workers_alive}/2 worker processes alive, gateway alive: "
-        f"{result.gateway_alive}; heartbeats back after "
+        f"{result.gateway_alive}; live workers' heartbeats back after "
         + (f"{result.heartbeats_back_s:.1f} s" if result.heartbeats_back_s is not None else "NEVER (30 s)")
         + ", /health 200 after "
         + (f"{result.health_back_s:.1f} s" if result.health_back_s is not None else "NEVER (30 s)"),
@@ -167,6 +193,9 @@ def describe(result: RestartResult) -> list[str]:
         "the same jobs followed again after the restart: " + result.resumed.summary(),
         *(f"    {c.job_id[:8]}: {c.outcome} after {c.seconds:.1f} s, {c.n_events} events {c.detail[:160]}"
           for c in result.resumed.broken[:6]),
+        *([f"    {len(result.headless)} of them wait forever on a log that starts at seq "
+           f"{sorted(set(result.headless.values()))} (events published after the restart, head lost)"]
+          if result.headless else []),
         "jobs submitted after the restart: " + result.after.summary(),
         *(f"    {c.job_id[:8]}: {c.outcome} {c.detail[:160]}" for c in result.after.broken[:4]),
         f"HTTP /execute after the restart: {json.dumps(result.http_after)}",
