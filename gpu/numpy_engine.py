@@ -60,8 +60,8 @@ class NumpyEngine(Engine):
 
     def __init__(self, config, params: ModelParams, max_batch: int, max_context: int):
         super().__init__(config, max_batch, max_context)
-        self.model = Transformer(config, params, self.max_context)
         try:
+            self.model = Transformer(config, params, self.max_context)  # RoPE tables: [max_context, ...]
             self.kv = KVCache(
                 config.n_layers, max_batch, config.n_kv_heads, self.max_context, config.head_dim
             )

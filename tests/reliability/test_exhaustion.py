@@ -99,9 +99,6 @@ def test_a_flood_larger_than_the_kv_cache_waits_and_completes(engine_and_tokeniz
         engine.free(slot)
 
 
-@pytest.mark.xfail(strict=True, reason="reported: gpu/model.py rope_tables allocates [max_context, "
-                   "rope_dim/2] float64 before the KV cache's MemoryError -> OutOfMemory conversion; "
-                   "a raw MemoryError escapes")
 def test_a_kv_cache_that_cannot_exist_is_a_clear_out_of_memory(tmp_path):
     path = write_synthetic_model(tmp_path / "long.gguf", "llama", vocab="bytes", dim=64, n_layers=2,
                                  n_heads=4, context_length=1 << 27, seed=1)
