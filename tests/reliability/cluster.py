@@ -121,14 +121,14 @@ def _heartbeat_pid(client: redis.Redis, name: str) -> int | None:
 class Gateway:
     """`orcd serve` as a subprocess on a free port."""
 
-    def __init__(self, redis_url: str, log_dir: Path) -> None:
+    def __init__(self, redis_url: str, log_dir: Path, env: dict[str, str] | None = None) -> None:
         import socket
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.log = log_dir / "gateway.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCD_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCD_")} | (env or {})
         env["PYTHONPATH"] = str(ROOT)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
