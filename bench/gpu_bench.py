@@ -160,13 +160,14 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         tok_s=round(PREFILL / float(np.median(times[1:])), 1),
     )
     eng.close()
-    variants = {"orcd-no-graphs": dict(use_graphs=False), "orcd-no-gemv-pipeline": dict(pipeline_max_m=0)}
+    variants = {"orcd-no-graphs": dict(use_graphs=False), "orcd-gemv-pipelined": dict(pipeline_max_m=8)}
     for label, opts in variants.items():  # what the CUDA graphs / the gemv's software pipeline buy at batch 1
         if name == "qwen-q8":
             continue
         from gpu.ops import gemv
 
-        gemv.PIPELINE_MAX_M = opts.get("pipeline_max_m", 8)
+        default = gemv.PIPELINE_MAX_M
+        gemv.PIPELINE_MAX_M = opts.get("pipeline_max_m", default)
         eng = CudaEngine.load(path, max_batch=1, max_context=1024, use_graphs=opts.get("use_graphs", True))
         slot = eng.alloc()
         ids = eng.prefill([slot], [rng.integers(0, vocab, PROMPT).tolist()]).argmax(axis=1).tolist()
@@ -178,7 +179,7 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         dt = time.perf_counter() - t0
         record(out, section="decode", engine=label, model=name, batch=1, tok_s=round(STEPS / dt, 1))
         eng.close()
-        gemv.PIPELINE_MAX_M = 8
+        gemv.PIPELINE_MAX_M = default
 
 
 def profile_step(out: Path, name: str, eng, batch: int) -> None:
@@ -218,10 +219,20 @@ def profile_step(out: Path, name: str, eng, batch: int) -> None:
     )
 
 
-def bench_llama_cpp(out: Path, name: str, path: Path) -> None:
+LLAMA_VARIANTS = (  # load settings tried in turn (each in its own process) until one does not crash
+    {},
+    {"use_mmap": False, "verbose": False},
+    {"n_gpu_layers": 0, "verbose": False},  # CPU only: tells whether the CUDA path is what crashes
+)
+
+
+def bench_llama_cpp(out: Path, name: str, path: Path, variant: int = 0) -> None:
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=True)
+    opts = dict(n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=True)
+    opts.update(LLAMA_VARIANTS[variant])
+    label = "llama.cpp" if opts["n_gpu_layers"] else "llama.cpp-cpu"
+    llm = Llama(model_path=str(path), **opts)
     rng = np.random.default_rng(0)
     vocab = llm.n_vocab()
     llm.reset()
@@ -232,7 +243,7 @@ def bench_llama_cpp(out: Path, name: str, path: Path) -> None:
     for _ in range(STEPS):
         llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
     dt = time.perf_counter() - t0
-    record(out, section="decode", engine="llama.cpp", model=name, batch=1, tok_s=round(STEPS / dt, 1))
+    record(out, section="decode", engine=label, model=name, batch=1, tok_s=round(STEPS / dt, 1))
     prompt = rng.integers(0, vocab, PREFILL).tolist()
     times = []
     for _ in range(4):
@@ -243,7 +254,7 @@ def bench_llama_cpp(out: Path, name: str, path: Path) -> None:
     record(
         out,
         section="prefill",
-        engine="llama.cpp",
+        engine=label,
         model=name,
         tokens=PREFILL,
         tok_s=round(PREFILL / float(np.median(times[1:])), 1),
@@ -359,11 +370,11 @@ def write_model(workdir: Path, name: str, vocab_dir: Path | None) -> Path:
     return path
 
 
-def run_section(args, section: str, name: str, extra: list[str]) -> None:
+def run_section(args, section: str, name: str, extra: list[str], tag: str = "") -> int | str:
     """One engine on one model in its own process: a crash or a CUDA error there loses only that row."""
     import subprocess
 
-    log = args.out.parent / f"{section}-{name}.log"
+    log = args.out.parent / f"{section}-{name}{tag}.log"
     cmd = [
         sys.executable,
         __file__,
@@ -393,6 +404,7 @@ def run_section(args, section: str, name: str, extra: list[str]) -> None:
             model=name,
             error=f"exit code {rc}, see {log.name}: " + " | ".join(log.read_text().strip().splitlines()[-3:]),
         )
+    return rc
 
 
 def main() -> None:
@@ -404,6 +416,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="the CUDA engine only")
     parser.add_argument("--section", choices=("orcd", "llama.cpp", "hf"), help=argparse.SUPPRESS)
     parser.add_argument("--bandwidth", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--llama-variant", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--section-timeout", type=float, default=300.0)
     parser.add_argument(
         "--step-only",
@@ -416,7 +429,7 @@ def main() -> None:
     if args.section == "orcd":
         return bench_engine(args.out, name, args.workdir / f"{name}.gguf", args.bandwidth)
     if args.section == "llama.cpp":
-        return bench_llama_cpp(args.out, name, args.workdir / f"{name}.gguf")
+        return bench_llama_cpp(args.out, name, args.workdir / f"{name}.gguf", args.llama_variant)
     if args.section == "hf":
         return bench_hf(args.out, name, MODELS[name][0])
     if args.step_only:
@@ -437,7 +450,12 @@ def main() -> None:
         write_model(args.workdir, name, args.vocab_dir)
         run_section(args, "orcd", name, ["--bandwidth", str(bandwidth)])
         if not args.no_peers:
-            run_section(args, "llama.cpp", name, [])
+            for variant in range(len(LLAMA_VARIANTS)):
+                if (
+                    run_section(args, "llama.cpp", name, ["--llama-variant", str(variant)], f"-v{variant}")
+                    == 0
+                ):
+                    break
             if MODELS[name][1] == "f16":
                 run_section(args, "hf", name, [])
     results[:] = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
