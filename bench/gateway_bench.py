@@ -15,8 +15,10 @@ process over raw HTTP/1.1 (asyncio streams, so the client stays cheap). Backends
    200 tokens/s per job (one write per event); the figure is the gateway process's CPU time per
    token streamed (/proc; for the memory backend less the fake engine's own cost, measured alone).
 2. Streams held: for each level K, K clients open /execute at once on jobs that emit one token a
-   second for 10 s; a level holds when every stream gets all its events, none later than 2 s after
-   the job's own clock; the server's RSS is read from /proc at the peak.
+   second for 10 s; a level holds when every stream gets all its events and 99% of the streams
+   see no token more than 1 s late against the job's own clock (the worst is printed too; on a
+   shared 2-core machine it is noise-prone); the server's RSS is read from /proc at the peak.
+   The load stops at the first level that does not hold.
 """
 
 from __future__ import annotations
@@ -190,8 +192,9 @@ async def overhead(port: int, pid: int, jobs: int, tokens: int, parallel: int) -
     return cpu / total * 1e6, total / wall
 
 
-async def hold(port: int, k: int, tokens: int, token_delay: float) -> tuple[int, float]:
-    """(streams that got every event on time, worst lateness in s) for `k` simultaneous streams."""
+async def hold(port: int, k: int, tokens: int, token_delay: float) -> tuple[int, float, float]:
+    """(streams complete, p99 and worst of their lateness in s) for `k` simultaneous streams; a
+    stream's lateness is its most-late token against the job's own 1-token-a-second clock."""
 
     async def one() -> float | None:
         try:
@@ -204,8 +207,10 @@ async def hold(port: int, k: int, tokens: int, token_delay: float) -> tuple[int,
         return max(t - toks[0] - i * token_delay for i, t in enumerate(toks))
 
     results = await asyncio.gather(*(one() for _ in range(k)))
-    ok = [r for r in results if r is not None]
-    return len(ok), max(ok, default=float("nan"))
+    ok = sorted(r for r in results if r is not None)
+    if not ok:
+        return 0, float("nan"), float("nan")
+    return len(ok), ok[min(len(ok) - 1, int(0.99 * len(ok)))], ok[-1]
 
 
 def rss_mib(pid: int) -> float:
@@ -252,7 +257,7 @@ def main() -> None:
     p.add_argument("--backend", choices=("memory", "redis"), default="memory")
     p.add_argument("--jobs", type=int, default=16)
     p.add_argument("--tokens", type=int, default=500)
-    p.add_argument("--levels", default="250,500,1000,2000,4000")
+    p.add_argument("--levels", default="1000,2000,4000,8000")
     p.add_argument("--redis-db", type=int, default=12)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--engine", action="store_true", help=argparse.SUPPRESS)
@@ -302,13 +307,14 @@ def main() -> None:
                 return task.result()
 
             t0 = time.perf_counter()
-            held, late = asyncio.run(watch())
+            held, p99, late = asyncio.run(watch())
             print(
-                f"  {k:5d} streams at 1 token/s for 10 s: {held} complete, worst lateness {late:.2f} s, "
+                f"  {k:5d} streams at 1 token/s for 10 s: {held} complete, lateness p99 {p99:.2f} s, "
+                f"worst {late:.2f} s, "
                 f"server RSS peak {peak[0]:.0f} MiB, {time.perf_counter() - t0:.1f} s",
                 flush=True,
             )
-            if held < k or late > 2.0:
+            if held < k or p99 > 1.0:
                 break
     finally:
         stop(procs)

@@ -60,13 +60,16 @@ class EventHub:
                 logger.warning("unsubscribe %s failed: %s", channel, exc)
 
     async def _dispatch(self) -> None:
-        """Read the shared connection; hand each message to the readers of its channel."""
+        """Read the shared connection; hand each message to the readers of its channel. On a failure
+        it reconnects and resubscribes; readers meanwhile poll the log, so nothing is lost."""
         while True:
             await self._subscribed.wait()
             try:
                 message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_s)
-            except (redis_lib.RedisError, OSError) as exc:  # readers poll the log meanwhile
-                logger.warning("event hub: pub/sub read failed (%s); resubscribing", exc)
+            except Exception as exc:  # the shared reader must outlive any failure
+                logger.warning(
+                    "event hub: pub/sub read failed (%s: %s); resubscribing", type(exc).__name__, exc
+                )
                 await asyncio.sleep(self.poll_s)
                 await self._resubscribe()
                 continue

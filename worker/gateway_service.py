@@ -23,6 +23,28 @@ from .schemas import Job
 logger = logging.getLogger(__name__)
 
 
+def _unencodable(value: Any, path: str = "") -> str | None:
+    """Dotted path of the first string in `value` that is not valid UTF-8 (a lone surrogate, which a
+    JSON ``\\ud800`` escape can carry and the queue could not store), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _unencodable(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
 def make_job(fields: dict[str, Any], strip: str = "") -> Job:
     """A Job from fields built by the gateway; a bad one is a 422 naming the field (less `strip`)."""
     try:
@@ -61,6 +83,9 @@ class Gateway:
         job = job.model_copy(
             update={"model": job.model or self.settings.default_model, "correlation_id": cid}
         )
+        field = _unencodable(job.model_dump())
+        if field is not None:
+            raise InvalidRequest(f"{field}: not valid UTF-8 (a lone surrogate)", param=field)
         await self.live_workers(job.model)
         await self.backend.submit(job)
         logger.info("job %s cid %s: submitted for model %s", job.id, cid, job.model)

@@ -299,3 +299,15 @@ def test_job_error_event_is_streamed_as_is(backend, server):
         messages = parse_sse(r.iter_lines())
     assert [m["event"] for m in messages] == ["queued", "started", "tokens", "error"]
     assert messages[-1]["data"]["error_type"] == "GenerationError"
+
+
+def test_lone_surrogate_is_422_naming_the_field(server):
+    body = b'{"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "bad \\ud800"}]}'
+    r = httpx.post(f"{server.url}/execute", content=body, headers={"Content-Type": "application/json"})
+    assert (r.status_code, error_of(r)["field"]) == (422, "messages.1.content")
+    r = httpx.post(
+        f"{server.url}/v1/completions",
+        content=b'{"model": "%s", "prompt": "\\udfff"}' % MODEL.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert (r.status_code, error_of(r)["param"]) == (422, "prompt")
