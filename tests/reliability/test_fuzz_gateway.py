@@ -18,9 +18,6 @@ from tests.reliability.http_fuzz import HOSTILE_REQUESTS, MODEL, schema_fuzz, se
 from worker.gateway import create_app
 from worker.gateway_fake import FakeBackend
 
-SURROGATE_BUG = ("reported: a lone surrogate passes Job validation, then Client.submit's model_dump_json "
-                 "raises PydanticSerializationError (500 / connection reset)")
-
 
 def test_schema_generated_requests_never_get_a_5xx():
     logging.disable(logging.WARNING)
@@ -53,9 +50,7 @@ def stack(tmp_path_factory):
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SURROGATE_BUG)) if "surrogate" in n else n
-    for n in HOSTILE_REQUESTS])
+@pytest.mark.parametrize("name", list(HOSTILE_REQUESTS))
 def test_hostile_request_gets_a_clear_client_error(stack, name):
     results, worker, gateway = stack
     result = results[name]
