@@ -7,11 +7,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gguf_loader.assets import DEFAULT_MODEL
 
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCD_GATEWAY_", frozen=True)
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="broker and event store")
+    redis_url: str | None = Field(
+        None, description="broker and event store; None: ORCD_REDIS_URL, else local"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(1 << 20, ge=1, description="larger request bodies get 413")

@@ -27,11 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from worker.client import Client
+    from worker.errors import SettingsError
     from worker.gateway import create_app
     from worker.gateway_redis import RedisBackend
-    from worker.gateway_settings import GatewaySettings
+    from worker.gateway_settings import LOCAL_REDIS, GatewaySettings
     from worker.settings import load_settings
 
     overrides = {
@@ -46,11 +48,20 @@ def run(args: argparse.Namespace) -> int:
             "cancel_on_disconnect",
         )
     }
-    settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"invalid gateway settings (flags or ORCD_GATEWAY_*): {problems}") from None
     queue_settings = load_settings(redis_url=settings.redis_url, max_queue=settings.max_queue)
+    if not queue_settings.redis_url:
+        queue_settings = queue_settings.model_copy(update={"redis_url": LOCAL_REDIS})
     backend = RedisBackend(Client(settings=queue_settings), retry_after_s=settings.retry_after_s)
     app = create_app(backend, settings)
-    print(f"orcd serve: http://{settings.host}:{settings.port}/ (queue at {settings.redis_url})", flush=True)
+    print(
+        f"orcd serve: http://{settings.host}:{settings.port}/ (queue at {queue_settings.redis_url})",
+        flush=True,
+    )
     uvicorn.run(
         app,
         host=settings.host,
