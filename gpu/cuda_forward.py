@@ -18,7 +18,7 @@ from .ops.attention_prefill import attention_prefill
 from .ops.embedding import embedding
 from .ops.gelu import gelu
 from .ops.gemv import MAX_ROWS as GEMV_ROWS
-from .ops.gemv import gemv
+from .ops.gemv import RopeKV, gemv
 from .ops.layernorm import layernorm
 from .ops.linear import linear
 from .ops.rmsnorm import rmsnorm
@@ -104,13 +104,19 @@ class CudaForward:
         rt, c, w = self.rt, self.cfg, self.w
         x, h, qkv, q, att = self.x[:n], self.h[:n], self.qkv[:n], self.q[:n], self.att[:n]
         gu, act = self.gu[:n], self.act[:n]
+        rope_dim = c.rope_dim if w.rope != "none" else 0
         embedding(rt, x, self.ids[:n], w.token_embd, self.pos[:n], w.pos_embd)
         for i, layer in enumerate(w.layers):
             self._norm(h, x, layer.attn_norm, layer.attn_norm_bias)
-            linear(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
-            rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n], rope=c.rope,
-                    rope_dim=c.rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
-                    attn_factor=w.attn_factor)
+            if n <= GEMV_ROWS:  # q|k|v projection with RoPE and the cache append in its epilogue
+                gemv(rt, None, h, layer.wqkv, layer.bqkv, rope=RopeKV(
+                    q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n], rope_dim,
+                    c.rope_theta, w.rope_factors, w.attn_factor))
+            else:
+                linear(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
+                rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n],
+                        rope=w.rope, rope_dim=rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
+                        attn_factor=w.attn_factor)
             attend(i, q, att)  # [n, q_dim]
             linear(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)

@@ -2,7 +2,10 @@
 bf16) for matrices and embeddings, float32 for norms and biases, uploaded through pinned host memory.
 
 The loader's `fuse=True` layout is used for every architecture: one q|k|v matrix and one gate|up matrix
-per layer, so a layer is four projections. Tied embeddings share one device buffer.
+per layer, so a layer is four projections. Two row orders change so that pairs an epilogue combines sit
+in adjacent columns: gate and up rows interleave, and for NEOX RoPE the q and k rows of each head are
+permuted so that dims (i, i + rope_dim/2) become (2i, 2i + 1) — the same rotation as llama's adjacent
+pairs; q.k is unchanged because q and k move alike (v is not moved). Tied embeddings share one buffer.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class DeviceWeights:
     layers: tuple[DeviceLayer, ...]
     rope_factors: Any  # [rope_dim / 2] f32 or None
     attn_factor: float
+    rope: str  # "normal" (rotated pairs adjacent: NEOX q/k rows permuted at load) or "none"
     n_params: int
 
 
@@ -91,6 +95,20 @@ def _interleave(gate_up: np.ndarray | None) -> np.ndarray | None:
     return np.ascontiguousarray(pairs).reshape(gate_up.shape)
 
 
+def _neox_to_adjacent(wqkv: np.ndarray | None, config) -> np.ndarray | None:
+    """Permute each q and k head's first rope_dim rows (or bias entries) from halves to adjacent pairs."""
+    if wqkv is None:
+        return None
+    c = config
+    half = c.rope_dim // 2
+    head = np.arange(c.head_dim)
+    head[: c.rope_dim] = np.stack([np.arange(half), np.arange(half) + half], axis=1).reshape(-1)
+    heads = c.n_heads + c.n_kv_heads  # q and k heads; v rows keep their order
+    order = np.concatenate([h * c.head_dim + head for h in range(heads)]
+                           + [np.arange(heads * c.head_dim, wqkv.shape[0])])
+    return np.ascontiguousarray(wqkv[order])
+
+
 def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWeights:
     """Dequantise every tensor of `gguf` and upload it; matrices in `rt.dtype`, vectors in f32."""
     from gguf_loader.arch import load_weights
@@ -102,11 +120,13 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
     host = load_weights(gguf, config, convert=convert, fuse=True)
     up = _Uploader(rt)
     swiglu = config.activation == "swiglu"
+    neox = config.rope == "neox"
     layers = tuple(
         DeviceLayer(
-            attn_norm=up(lw.attn_norm), attn_norm_bias=up(lw.attn_norm_bias), wqkv=up(lw.wqkv),
-            bqkv=up(lw.bqkv), wo=up(lw.wo), bo=up(lw.bo), ffn_norm=up(lw.ffn_norm),
-            ffn_norm_bias=up(lw.ffn_norm_bias),
+            attn_norm=up(lw.attn_norm), attn_norm_bias=up(lw.attn_norm_bias),
+            wqkv=up(_neox_to_adjacent(lw.wqkv, config) if neox else lw.wqkv),
+            bqkv=up(_neox_to_adjacent(lw.bqkv, config) if neox else lw.bqkv),
+            wo=up(lw.wo), bo=up(lw.bo), ffn_norm=up(lw.ffn_norm), ffn_norm_bias=up(lw.ffn_norm_bias),
             w_up=up(_interleave(lw.w_gate_up) if swiglu else lw.w_up),
             b_up=up(_interleave(lw.b_up) if swiglu else lw.b_up),
             w_down=up(lw.w_down), b_down=up(lw.b_down),
@@ -122,5 +142,6 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
         token_embd=up(host.token_embd), pos_embd=up(host.pos_embd), output_norm=up(host.output_norm),
         output_norm_bias=up(host.output_norm_bias), output=up(host.output), layers=layers,
         rope_factors=factors, attn_factor=scaling.attn_factor if scaling is not None else 1.0,
+        rope="none" if config.rope == "none" else "normal",
         n_params=n_params,
     )

@@ -20,8 +20,8 @@ ENV_DIR = "ORCD_CUBIN_DIR"
 
 # the -D variants the launchers in gpu/ops ask for (head dims of the supported models)
 VARIANTS: dict[str, list[dict[str, int]]] = {
-    "gemv": [{"MAX_M": m, "EPI_SWIGLU": f, "PIPE": p}
-             for m in (8, 16, 32, 64) for f in (0, 1) for p in (0, 1)],
+    "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p}
+             for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)],
     "gemm": [{"BM": 32, "BN": 64, "WM": 2, "WN": 2}, {"BM": 64, "BN": 64, "WM": 2, "WN": 2},
              {"BM": 128, "BN": 128, "WM": 2, "WN": 4}],
     "attention_decode": [{"HEAD_DIM": d} for d in (64, 96, 128)],

@@ -52,3 +52,19 @@ __device__ __forceinline__ float block_sum(float v) {
     v = lane < n_warps ? partial[lane] : 0.0f;
     return warp_sum(v);
 }
+
+// RoPE of one pair (x0, x1) with frequency index j at position pos: theta^(-2j/rope_dim), divided by the
+// Phi-3 factor of j when given, cos and sin scaled by attn_factor. rope_kv.cu and gemv.cu's epilogue share
+// it, so prefill and decode rotate identically.
+__device__ __forceinline__ void rope_pair(float &x0, float &x1, int pos, int j, int rope_dim, float log2_theta,
+                                          const float *__restrict__ freq_factors, float attn_factor) {
+    float inv_freq = exp2f(-(2.0f * j / rope_dim) * log2_theta);
+    if (freq_factors) inv_freq /= freq_factors[j];
+    float s, c;
+    sincosf((float)pos * inv_freq, &s, &c);
+    c *= attn_factor;
+    s *= attn_factor;
+    const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+    x0 = y0;
+    x1 = y1;
+}

@@ -11,6 +11,9 @@
 // -D EPI_SWIGLU=1: the weight rows interleave gate and up (row 2j = gate j, row 2j + 1 = up j), and the
 // output is y[m, j] = silu(gate) * up in the operand type, [M, N / 2]: what swiglu.cu computes from the same
 // f32 sums, with no f32 round trip and no separate launch.
+// -D EPI_ROPE=1: w is the fused q|k|v projection of a model whose rotated pairs are adjacent columns (the
+// engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
+// (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
 #include "common.cuh"
 
 #ifndef MAX_M
@@ -19,6 +22,9 @@
 #define MT ((MAX_M + 15) / 16)  // 16-row tiles of x
 #ifndef EPI_SWIGLU
 #define EPI_SWIGLU 0
+#endif
+#ifndef EPI_ROPE
+#define EPI_ROPE 0
 #endif
 // k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
 #ifndef PIPE
@@ -46,11 +52,20 @@ __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, in
     return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
 }
 
-extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  // [M, N] f32 (see EPI_SWIGLU)
-                                                       const dtype *__restrict__ x,    // [M, K]
-                                                       const dtype *__restrict__ w,    // [N, K]
-                                                       const float *__restrict__ bias, // [N] or null
-                                                       int M, int N, int K, int ksplit, int accumulate) {
+extern "C" __global__ void __launch_bounds__(512) gemv(
+    void *__restrict__ y,                  // [M, N] f32 (see EPI_SWIGLU; unused with EPI_ROPE)
+    const dtype *__restrict__ x,           // [M, K]
+    const dtype *__restrict__ w,           // [N, K]
+    const float *__restrict__ bias,        // [N] or null
+    int M, int N, int K, int ksplit, int accumulate,
+    // EPI_ROPE only (null / 0 otherwise):
+    dtype *__restrict__ q_out,             // [M, n_heads, head_dim]
+    dtype *__restrict__ k_cache,           // [n_slots, n_kv, max_ctx, head_dim]
+    dtype *__restrict__ v_cache,           // [n_slots, n_kv, max_ctx, head_dim]
+    const int *__restrict__ slots,         // [M]
+    const int *__restrict__ pos,           // [M]
+    const float *__restrict__ freq_factors,  // [rope_dim / 2] or null
+    int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
     extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
     const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
@@ -135,6 +150,24 @@ extern "C" __global__ void __launch_bounds__(512) gemv(void *__restrict__ y,  //
             if (i & 1) {  // (gate, up) = (cols 2j, 2j + 1) sit in this lane's pair
                 const float a = acc[mt][i - 1] + (bias ? bias[col - 1] : 0.0f);
                 reinterpret_cast<dtype *>(y)[(size_t)m * (N / 2) + col / 2] = from_f32(a / (1.0f + __expf(-a)) * v);
+            }
+#elif EPI_ROPE
+            if (i & 1) {  // the pair (col - 1, col) of one head
+                float x0 = acc[mt][i - 1] + (bias ? bias[col - 1] : 0.0f), x1 = v;
+                const int c0 = col - 1, q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+                const int d = c0 % head_dim;
+                if (c0 < q_dim + kv_dim && d < rope_dim)
+                    rope_pair(x0, x1, pos[m], d / 2, rope_dim, log2f(theta), freq_factors, attn_factor);
+                dtype *dst;
+                if (c0 < q_dim) {
+                    dst = q_out + (size_t)m * q_dim + c0;
+                } else {
+                    const int kv_col = c0 < q_dim + kv_dim ? c0 - q_dim : c0 - q_dim - kv_dim;
+                    const size_t at = (((size_t)slots[m] * n_kv_heads + kv_col / head_dim) * max_ctx + pos[m]) * head_dim + d;
+                    dst = (c0 < q_dim + kv_dim ? k_cache : v_cache) + at;
+                }
+                dst[0] = from_f32(x0);
+                dst[1] = from_f32(x1);
             }
 #else
             float *out = reinterpret_cast<float *>(y) + (size_t)m * N + col;

@@ -35,17 +35,7 @@ extern "C" __global__ void rope_kv(dtype *__restrict__ q_out,            // [n_r
         }
         const float *src = row + h * head_dim;
         float x0 = src[d0], x1 = src[d1];
-        if (rotate) {
-            float inv_freq = exp2f(-(2.0f * j / rope_dim) * log2_theta);
-            if (freq_factors) inv_freq /= freq_factors[j];
-            float s, c;
-            sincosf((float)p * inv_freq, &s, &c);
-            c *= attn_factor;
-            s *= attn_factor;
-            const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-            x0 = y0;
-            x1 = y1;
-        }
+        if (rotate) rope_pair(x0, x1, p, j, rope_dim, log2_theta, freq_factors, attn_factor);
         if (h < n_heads) {
             dtype *dst = q_out + ((size_t)r * n_heads + h) * head_dim;
             dst[d0] = from_f32(x0);

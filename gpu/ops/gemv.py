@@ -4,6 +4,9 @@ launch (batch invariance)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from ..errors import InvalidInput
@@ -19,6 +22,22 @@ _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 PIPELINE_MAX_M = 0
 
 
+@dataclass(frozen=True)
+class RopeKV:
+    """Where the fused q|k|v gemv's epilogue writes: rotated q, and k, v appended to one layer's caches
+    at each row's (slot, pos). Rotated pairs must be adjacent columns (NEOX rows permuted at load)."""
+
+    q_out: Any  # [M, n_heads, head_dim] operand
+    k_cache: Any  # [n_slots, n_kv_heads, max_ctx, head_dim] operand
+    v_cache: Any
+    slots: Any  # [M] int32
+    pos: Any  # [M] int32
+    rope_dim: int  # 0: no rotation
+    theta: float = 10000.0
+    freq_factors: Any = None  # [rope_dim / 2] f32
+    attn_factor: float = 1.0
+
+
 def ksplit_for(rt: Runtime, n: int, k: int) -> int:
     """Warps per group of 8 weight rows: the most (a power of two <= 16) that still lets every warp of the
     launch be resident at once, each warp keeping >= 2 k blocks of 32. A function of N and K only, never
@@ -31,10 +50,12 @@ def ksplit_for(rt: Runtime, n: int, k: int) -> int:
     return ksplit
 
 
-def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False) -> None:
+def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False,
+         rope: RopeKV | None = None) -> None:
     """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0.
 
-    swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up."""
+    swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up.
+    rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets."""
     m, k = x.shape
     n = w.shape[0]
     if m > MAX_ROWS:
@@ -45,13 +66,38 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
         raise InvalidInput(f"swiglu output: N = {n} must be even and y cannot accumulate")
     check(x, "x", rt.operand, (m, k))
     check(w, "w", rt.operand, (n, k))
-    check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
+    if rope is None:
+        check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
+        rope_args = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
+    else:
+        rope_args = _rope_args(rt, rope, m, n)
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
-    fn = rt.kernel("gemv", "PPPPiiiii", MAX_M=max_m, EPI_SWIGLU=int(swiglu), PIPE=pipe)
+    fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", MAX_M=max_m, EPI_SWIGLU=int(swiglu),
+                   EPI_ROPE=int(rope is not None), PIPE=pipe)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
-              ksplit, int(accumulate), shared=shared)
+              ksplit, int(accumulate), *rope_args, shared=shared)
+
+
+def _rope_args(rt: Runtime, r: RopeKV, m: int, n: int) -> tuple:
+    _, n_heads, head_dim = r.q_out.shape
+    n_slots, n_kv_heads, max_ctx, _ = r.k_cache.shape
+    if n != (n_heads + 2 * n_kv_heads) * head_dim:
+        raise InvalidInput(f"w: {n} rows, expected (n_heads + 2 n_kv_heads) * head_dim = "
+                           f"{(n_heads + 2 * n_kv_heads) * head_dim}")
+    if r.rope_dim % 2 or r.rope_dim > head_dim or head_dim % 2:
+        raise InvalidInput(f"rope_dim {r.rope_dim} must be even and <= head_dim {head_dim}")
+    check(r.q_out, "q_out", rt.operand, (m, n_heads, head_dim))
+    check(r.k_cache, "k_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
+    check(r.v_cache, "v_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
+    check(r.slots, "slots", np.int32, (m,))
+    check(r.pos, "pos", np.int32, (m,))
+    if r.freq_factors is not None:
+        check(r.freq_factors, "freq_factors", np.float32, (r.rope_dim // 2,))
+    return (ptr(r.q_out), ptr(r.k_cache), ptr(r.v_cache), ptr(r.slots), ptr(r.pos), ptr(r.freq_factors),
+            n_heads, n_kv_heads, head_dim, r.rope_dim, np.float32(r.theta), np.float32(r.attn_factor),
+            max_ctx)

@@ -246,6 +246,36 @@ def test_gemv_with_swiglu_epilogue(rt, rng, m, hidden, k):
     assert rel_err(get(rt, out), ref.swiglu(s[:, 0::2], s[:, 1::2])) <= 1e-2
 
 
+@pytest.mark.parametrize(("m", "head_dim", "rope_dim", "factors"),
+                         [(1, 64, 64, False), (5, 96, 96, True), (37, 64, 32, False), (3, 64, 0, False)])
+def test_gemv_with_rope_kv_epilogue(rt, rng, m, head_dim, rope_dim, factors):
+    from gpu.ops.gemv import RopeKV, gemv
+
+    n_heads, n_kv, n_slots, max_ctx, dim = 6, 2, 3, 300, 256
+    n = (n_heads + 2 * n_kv) * head_dim
+    x, x_f = operand(rt, rng.standard_normal((m, dim)).astype(np.float32))
+    w, w_f = operand(rt, (rng.standard_normal((n, dim)) / math.sqrt(dim)).astype(np.float32))
+    bias = rng.standard_normal(n).astype(np.float32)
+    slots = rng.integers(0, n_slots, m)
+    pos = rng.choice(max_ctx, m, replace=False)
+    ff = (1 + 3 * rng.random(rope_dim // 2)).astype(np.float32) if factors else None
+    q_out = empty(rt, (m, n_heads, head_dim))
+    kc, vc = empty(rt, (n_slots, n_kv, max_ctx, head_dim)), empty(rt, (n_slots, n_kv, max_ctx, head_dim))
+    gemv(rt, None, x, w, f32(rt, bias), rope=RopeKV(q_out, kc, vc, ints(rt, slots), ints(rt, pos), rope_dim,
+                                                       10000.0, None if ff is None else f32(rt, ff), 1.19))
+    qkv = ref.linear(x_f, w_f, bias)  # [m, n]; rotated pairs are adjacent columns
+    q = qkv[:, : n_heads * head_dim].reshape(m, n_heads, head_dim)
+    k = qkv[:, n_heads * head_dim : (n_heads + n_kv) * head_dim].reshape(m, n_kv, head_dim)
+    v = qkv[:, (n_heads + n_kv) * head_dim :].reshape(m, n_kv, head_dim)
+    if rope_dim:
+        cos, sin = ref.rope_cos_sin(pos, ref.rope_inv_freq(rope_dim, 10000.0, ff), 1.19)
+        q, k = ref.rope_normal(q, cos, sin), ref.rope_normal(k, cos, sin)
+    assert rel_err(get(rt, q_out), q) <= 1e-2
+    kh, vh = get(rt, kc), get(rt, vc)
+    assert rel_err(kh[slots, :, pos], k) <= 1e-2
+    assert rel_err(vh[slots, :, pos], v) <= 1e-2
+
+
 def test_gemv_row_result_does_not_depend_on_batch(rt, rng):
     from gpu.ops.linear import linear
 
