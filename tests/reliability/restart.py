@@ -128,10 +128,13 @@ def run_restart(workdir: Path, *, port: int = 6390, persist: bool = False, n_job
         if any(w.alive for w in workers):  # else nothing can serve them: the deaths are the finding
             fresh = [client.submit(Job(prompt=f"after restart {i}",
                                        params=SamplingParams(max_tokens=8, seed=i))) for i in range(8)]
-            for h in fresh:
-                after.add(check_stream(client, h.id, timeout_s=stream_timeout_s))
-            http_after = [_http_job(gateway.url, f"http after restart {i}", stream_timeout_s)
-                          for i in range(3)]
+            with ThreadPoolExecutor(max_workers=len(fresh)) as followers:
+                for check in followers.map(lambda h: check_stream(client, h.id, timeout_s=stream_timeout_s),
+                                           fresh):
+                    after.add(check)
+            if not after.broken:  # else the workers are not serving: the client's figures say so
+                http_after = [_http_job(gateway.url, f"http after restart {i}", stream_timeout_s)
+                              for i in range(3)]
         return RestartResult(in_flight, resumed, after, submit_outage, health_outage,
                              sum(w.alive for w in workers), gateway.proc.poll() is None, heartbeats_back,
                              health_back, http_after,
