@@ -68,14 +68,16 @@ class _Uploader:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.staging = cuda.pagelocked_empty(UPLOAD_CHUNK, np.uint8)
-        self.done: dict[int, Any] = {}  # id(host array) -> device array, so tied tensors upload once
+        # id(host array) -> (host array, device array): tied tensors upload once; holding the host array
+        # keeps its id from being reused by a later temporary during the load
+        self.done: dict[int, tuple[np.ndarray, Any]] = {}
 
     def __call__(self, host: np.ndarray | None):
         if host is None:
             return None
         if id(host) in self.done:
-            return self.done[id(host)]
-        host = np.ascontiguousarray(host)
+            return self.done[id(host)][1]
+        original, host = host, np.ascontiguousarray(host)
         dev = self.rt.empty(host.shape, host.dtype, "weights")
         raw = host.reshape(-1).view(np.uint8)
         for off in range(0, raw.size, UPLOAD_CHUNK):
@@ -83,7 +85,7 @@ class _Uploader:
             self.staging[:n] = raw[off : off + n]
             cuda.memcpy_htod_async(int(dev.gpudata) + off, self.staging[:n], self.rt.stream)
             self.rt.stream.synchronize()  # the staging buffer is reused by the next chunk
-        self.done[id(host)] = dev
+        self.done[id(original)] = (original, dev)
         return dev
 
 
