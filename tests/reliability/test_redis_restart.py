@@ -3,10 +3,11 @@
 survive and reconnect, fresh jobs (client and HTTP) finish, and the interrupted jobs end clearly when
 followed again: done when the data survived, JobNotFound at once when it did not.
 
-Known bugs (reported), timing-dependent: with celery/kombu 5.7.0 and redis-py 8.1, a worker's consumer
-sometimes dies on the reconnect with an AttributeError inside kombu's redis transport and `orcd worker`
-exits; and after a restart without persistence, workers publish a job's remaining events into the empty
-server, so following it from seq 0 waits forever on a log whose head is gone (bounded here by 8 s).
+Known bugs (reported): with celery/kombu 5.7.0 and redis-py 8.1, a worker whose consumer is waiting
+for work dies on the reconnect with an AttributeError inside kombu's redis transport and `orcd worker`
+exits; and, timing-dependent, after a restart without persistence, workers publish a job's remaining
+events into the empty server, so following it from seq 0 waits forever on a log whose head is gone
+(bounded here by 8 s).
 The test then xfails naming them, after every other assertion held; anything else fails it.
 """
 
