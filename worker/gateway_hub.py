@@ -17,6 +17,7 @@ import redis as redis_lib
 
 from . import keys
 from .errors import JobNotFound
+from .gateway_sse import get_within
 from .schemas import TERMINAL, Event, parse_event
 from .streams import SeqTracker, stream_id
 
@@ -117,7 +118,7 @@ class EventHub:
                 yield event
             while not tracker.ended:
                 try:
-                    event = parse_event(await asyncio.wait_for(queue.get(), timeout=self.poll_s))
+                    event = parse_event(await get_within(queue, self.poll_s))
                 except TimeoutError:
                     fresh = accepted(await self._read_log(job_id, tracker.last))
                 else:

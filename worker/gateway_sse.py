@@ -47,6 +47,14 @@ def format_error(error: GatewayError, correlation_id: str) -> bytes:
     return f"event: gateway_error\ndata: {data}\n\n".encode()
 
 
+async def get_within(queue: asyncio.Queue, timeout_s: float) -> Any:
+    """`queue.get()` or TimeoutError after `timeout_s`; no task per call (unlike asyncio.wait_for)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    async with asyncio.timeout(timeout_s):
+        return await queue.get()
+
+
 async def with_keepalive(events: AsyncIterator[JobEvent], interval_s: float) -> AsyncIterator[list[JobEvent]]:
     """Yield the events in batches of all that are ready (one write each, so a fast producer costs
     fewer HTTP chunks), and an empty batch whenever `interval_s` passes without one (keep-alive).
@@ -68,7 +76,7 @@ async def with_keepalive(events: AsyncIterator[JobEvent], interval_s: float) -> 
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=interval_s)
+                item = await get_within(queue, interval_s)
             except TimeoutError:
                 yield []
                 continue
