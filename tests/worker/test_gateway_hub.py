@@ -105,7 +105,11 @@ def test_many_readers_share_one_subscription_per_job(sync):
         for job_id in jobs:
             append_events(sync, [tokens(job_id, 2), done(job_id, 3)], **TTL)
         seqs = await asyncio.gather(*readers)
-        left = [n for _channel, n in await conn.pubsub_numsub(*[keys.job_channel(j) for j in jobs])]
+        for _ in range(50):  # UNSUBSCRIBE is sent, not awaited: give Redis a moment to apply it
+            left = [n for _channel, n in await conn.pubsub_numsub(*[keys.job_channel(j) for j in jobs])]
+            if not any(left):
+                break
+            await asyncio.sleep(0.02)
         await hub.close()
         await conn.aclose()
         return seqs, subscribed, left
