@@ -115,7 +115,8 @@ class Client:
             self.redis.delete(meta)
             raise QueueFull(queue, sum(lengths), self.settings.max_queue)
         live_ttl = int(self.settings.job_timeout_s + self.settings.result_ttl_s)
-        queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority)
+        queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority,
+                        correlation_id=job.correlation_id)
         append_events(self.redis, [queued], live_ttl_s=live_ttl, result_ttl_s=self.settings.result_ttl_s)
         with self._send_lock:
             self._send(job, queue, keys.celery_priority(job.priority))

@@ -29,8 +29,9 @@ class JobPublisher:
     """Events of one job attempt, in seq order, chunked."""
 
     def __init__(self, job_id: str, *, next_seq: int, skip_tokens: int, chunk_tokens: int,
-                 chunk_ms: float) -> None:
+                 chunk_ms: float, correlation_id: str | None = None) -> None:
         self.job_id = job_id
+        self.correlation_id = correlation_id  # copied into every event
         self.next_seq = next_seq
         self.skip_tokens = skip_tokens
         self.chunk_tokens = chunk_tokens
@@ -42,13 +43,14 @@ class JobPublisher:
         self._first_at: float | None = None  # when the oldest buffered token arrived
         self.ended = False
 
-    def _seq(self) -> int:
+    def _head(self, now: float) -> dict:
+        """The fields every event of this job shares, numbered with the next seq."""
         self.next_seq += 1
-        return self.next_seq - 1
+        return {"job_id": self.job_id, "correlation_id": self.correlation_id, "seq": self.next_seq - 1,
+                "ts": now}
 
     def started(self, worker: str, queue_ms: float, attempt: int, now: float) -> None:
-        self._ready.append(Started(job_id=self.job_id, seq=self._seq(), ts=now, worker=worker,
-                                   queue_ms=queue_ms, attempt=attempt))
+        self._ready.append(Started(**self._head(now), worker=worker, queue_ms=queue_ms, attempt=attempt))
 
     def token(self, token_id: int | None, text: str, logprobs: TokenLogprob | None, now: float) -> None:
         """One step's output; `token_id` None is text released at the end without a token."""
@@ -75,22 +77,20 @@ class JobPublisher:
             part, self._buffer = self._buffer[:cut], self._buffer[cut:]
             ids = [token_id for token_id, _, _ in part if token_id is not None]
             logprobs = [lp for _, _, lp in part if lp is not None]
-            self._ready.append(Tokens(job_id=self.job_id, seq=self._seq(), ts=now, index=self._n_out,
-                                      ids=ids, text="".join(text for _, text, _ in part),
-                                      logprobs=logprobs or None))
+            self._ready.append(Tokens(**self._head(now), index=self._n_out, ids=ids,
+                                      text="".join(text for _, text, _ in part), logprobs=logprobs or None))
             self._n_out += len(ids)
         self._first_at = None
 
     def done(self, finish_reason: str, usage: Usage, timings: Timings | None, now: float) -> None:
         self._chunk(now)
-        self._ready.append(Done(job_id=self.job_id, seq=self._seq(), ts=now, finish_reason=finish_reason,
-                                usage=usage, timings=timings))
+        self._ready.append(Done(**self._head(now), finish_reason=finish_reason, usage=usage,
+                                timings=timings))
         self.ended = True
 
     def error(self, error_type: str, message: str, now: float) -> None:
         self._chunk(now)
-        self._ready.append(Error(job_id=self.job_id, seq=self._seq(), ts=now, error_type=error_type,
-                                 message=message))
+        self._ready.append(Error(**self._head(now), error_type=error_type, message=message))
         self.ended = True
 
     def due_at(self) -> float | None:
@@ -136,11 +136,11 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="orcd-publisher", daemon=True)
         self._thread.start()
 
-    def open(self, job_id: str, *, next_seq: int, skip_tokens: int,
-             on_end: Callable[[Event], None]) -> JobPublisher:
+    def open(self, job_id: str, *, next_seq: int, skip_tokens: int, on_end: Callable[[Event], None],
+             correlation_id: str | None = None) -> JobPublisher:
         """Register a job attempt; `on_end(event)` runs once its done/error event is in Redis."""
-        job = JobPublisher(job_id, next_seq=next_seq, skip_tokens=skip_tokens,
-                           chunk_tokens=self.chunk_tokens, chunk_ms=self.chunk_ms)
+        job = JobPublisher(job_id, next_seq=next_seq, skip_tokens=skip_tokens, chunk_tokens=self.chunk_tokens,
+                           chunk_ms=self.chunk_ms, correlation_id=correlation_id)
         self.call(lambda: self._jobs.__setitem__(job_id, (job, on_end)))
         return job
 

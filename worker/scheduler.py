@@ -8,7 +8,8 @@ free the slots of finished jobs. A failure is confined to the jobs it touches: a
 alone, an engine error fails the batch it happened in, and the loop keeps serving.
 
 Pure Python over two small protocols (`EngineLike`, `GenerationLike`), so it is tested without
-Celery, Redis or a GPU.
+Celery, Redis or a GPU. It records the worker's metrics (worker/metrics.py) where it calls the sinks,
+and tags every log line about a job with the job's id and correlation id.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Protocol
 from gpu.errors import KVCacheFull
 
 from .errors import ContextTooLong, DeadlineExceeded, InvalidJob, SchedulerClosed
+from .joblog import JobLogger, job_logger
+from .metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,12 @@ class Request:
     sink: JobSink
     priority: int = 5
     deadline: float | None = None  # on the scheduler's clock
+    correlation_id: str | None = None
+    submitted_at: float | None = None  # on the scheduler's clock (TTFT); None: when `submit` got it
+
+    @property
+    def log(self) -> JobLogger:
+        return job_logger(logger, self.job_id, self.correlation_id)
 
 
 @dataclass
@@ -78,6 +87,7 @@ class _Running:
     generation: GenerationLike
     n_tokens: int = 0
     last_token: int = -1
+    first_token_at: float | None = None
 
 
 @dataclass(order=True)
@@ -92,8 +102,9 @@ class Scheduler:
     def __init__(self, engine: EngineLike, *,
                  cancelled: Callable[[Collection[str]], set[str]] = lambda ids: set(),
                  clock: Callable[[], float] = time.time, step_delay_s: float = 0.0,
-                 on_turn: Callable[[], None] = lambda: None) -> None:
+                 on_turn: Callable[[], None] = lambda: None, metrics: WorkerMetrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics or WorkerMetrics()
         self.on_turn = on_turn  # after each turn of the thread (the publisher's cue to write)
         self.cancelled = cancelled
         self.clock = clock
@@ -112,6 +123,8 @@ class Scheduler:
         with self._wake:
             if self._closed:
                 raise SchedulerClosed(f"job {request.job_id}: the scheduler has stopped")
+            if request.submitted_at is None:
+                request.submitted_at = self.clock()
             self._inbox.append(request)
             self._wake.notify()
 
@@ -164,6 +177,7 @@ class Scheduler:
             self._decode()
             if self.step_delay_s:
                 time.sleep(self.step_delay_s)
+        self.metrics.load(active=len(self._running), queued=self.n_waiting, kv_slots=len(self._running))
         return bool(admitted or self._running)
 
     def _retire_cancelled_and_late(self) -> None:
@@ -184,11 +198,11 @@ class Scheduler:
         for waiting in self._waiting:
             job_id = waiting.request.job_id
             if job_id in cancelled:
-                logger.info("job %s cancelled while waiting; never started", job_id)
-                _call(waiting.request.sink.finished, "cancelled", 0, now)
+                waiting.request.log.info("cancelled while waiting; never started")
+                self._finished(waiting.request, "cancelled", 0, now)
             elif job_id in late:
-                _call(waiting.request.sink.failed, DeadlineExceeded(f"job {job_id}: deadline passed "
-                                                                    "while waiting for a batch slot"), now)
+                self._failed(waiting.request, DeadlineExceeded(f"job {job_id}: deadline passed "
+                                                               "while waiting for a batch slot"), now)
             else:
                 keep.append(waiting)
         self._waiting = keep
@@ -196,15 +210,15 @@ class Scheduler:
         for running in list(self._running):
             job_id = running.request.job_id
             if job_id in cancelled:
-                logger.info("job %s cancelled after %d tokens", job_id, running.n_tokens)
+                running.request.log.info("cancelled after %d tokens", running.n_tokens)
                 self._retire(running)
                 try:
                     _call(running.request.sink.step, running.generation.cancel(), now)
                 finally:
-                    _call(running.request.sink.finished, "cancelled", running.n_tokens, now)
+                    self._finished(running.request, "cancelled", running.n_tokens, now, running)
             elif job_id in late:
                 self._retire(running)
-                _call(running.request.sink.failed, DeadlineExceeded(
+                self._failed(running.request, DeadlineExceeded(
                     f"job {job_id}: deadline passed after {running.n_tokens} tokens"), now)
 
     def _admit(self) -> list[_Running]:
@@ -215,11 +229,11 @@ class Scheduler:
             need = len(request.prompt_ids) + request.max_tokens
             if not request.prompt_ids:
                 heapq.heappop(self._waiting)
-                _call(request.sink.failed, InvalidJob(f"job {request.job_id}: the prompt has no tokens"), now)
+                self._failed(request, InvalidJob(f"job {request.job_id}: the prompt has no tokens"), now)
                 continue
             if need > self.engine.max_context:
                 heapq.heappop(self._waiting)
-                _call(request.sink.failed, ContextTooLong(
+                self._failed(request, ContextTooLong(
                     f"job {request.job_id}: prompt ({len(request.prompt_ids)} tokens) + max_tokens "
                     f"({request.max_tokens}) = {need} exceeds the worker's max context "
                     f"({self.engine.max_context})"), now)
@@ -233,7 +247,8 @@ class Scheduler:
                 generation = request.new_generation()
             except Exception as exc:
                 self.engine.free(slot)
-                _call(request.sink.failed, exc, now)
+                request.log.exception("creating its generation failed")
+                self._failed(request, exc, now)
                 continue
             admitted.append(_Running(request, slot, generation))
         return admitted
@@ -241,27 +256,31 @@ class Scheduler:
     def _prefill(self, admitted: list[_Running]) -> None:
         now = self.clock()
         for running in admitted:
+            self.metrics.started()
             _call(running.request.sink.started, now)
+        t0 = time.perf_counter()
         try:
             logits = self.engine.prefill([r.slot for r in admitted], [r.request.prompt_ids for r in admitted])
         except Exception as exc:
-            logger.exception("prefill of %d jobs failed (%s)", len(admitted),
-                             ", ".join(r.request.job_id for r in admitted))
+            logger.exception("prefill of %d jobs failed (%s)", len(admitted), _ids(admitted))
             for running in admitted:
                 self.engine.free(running.slot)
             self._notify_failed(admitted, exc)
             return
+        self.metrics.engine_step("prefill", time.perf_counter() - t0)
         self._running.extend(admitted)
         self._advance(admitted, logits)  # [B, vocab]
 
     def _decode(self) -> None:
         batch = list(self._running)
+        t0 = time.perf_counter()
         try:
             logits = self.engine.decode([r.slot for r in batch], [r.last_token for r in batch])
         except Exception as exc:
-            logger.exception("decode of %d jobs failed", len(batch))
+            logger.exception("decode of %d jobs failed (%s)", len(batch), _ids(batch))
             self._fail_all(batch, exc)
             return
+        self.metrics.engine_step("decode", time.perf_counter() - t0)
         self._advance(batch, logits)  # [B, vocab]
 
     def _advance(self, batch: list[_Running], logits: Any) -> None:
@@ -270,24 +289,28 @@ class Scheduler:
             try:
                 result = running.generation.step(row)
             except Exception as exc:
-                logger.exception("job %s: generation step failed", running.request.job_id)
+                running.request.log.exception("generation step failed")
                 self._retire(running)
-                _call(running.request.sink.failed, exc, now)
+                self._failed(running.request, exc, now)
                 continue
             if result.token_id is not None:
                 running.n_tokens += 1
                 running.last_token = result.token_id
+                self.metrics.token()
+                if running.first_token_at is None:
+                    running.first_token_at = now
+                    self.metrics.first_token(max(0.0, now - (running.request.submitted_at or now)))
             _call(running.request.sink.step, result, now)
             if result.finish_reason is not None:
                 self._retire(running)
-                _call(running.request.sink.finished, result.finish_reason, running.n_tokens, now)
+                self._finished(running.request, result.finish_reason, running.n_tokens, now, running)
 
     def _retire(self, running: _Running) -> None:
         self._running.remove(running)
         try:
             self.engine.free(running.slot)
         except Exception:
-            logger.exception("job %s: freeing slot %d failed", running.request.job_id, running.slot)
+            running.request.log.exception("freeing slot %d failed", running.slot)
 
     def _fail_all(self, batch: list[_Running], exc: BaseException) -> None:
         for running in list(batch):
@@ -298,7 +321,31 @@ class Scheduler:
     def _notify_failed(self, batch: list[_Running], exc: BaseException) -> None:
         now = self.clock()
         for running in batch:
-            _call(running.request.sink.failed, exc, now)
+            self._failed(running.request, exc, now)
+
+    # ---- a job leaves the scheduler: metrics, then its sink
+
+    def _finished(self, request: Request, reason: str, n_tokens: int, now: float,
+                  running: _Running | None = None) -> None:
+        if reason == "error":  # the generation ended itself on an error (its sink reports it)
+            self.metrics.failed("GenerationError")
+        else:
+            self.metrics.finished(reason)
+        first = running.first_token_at if running is not None else None
+        if first is not None and n_tokens > 1 and now > first:
+            self.metrics.decode_rate((n_tokens - 1) / (now - first))
+        request.log.debug("finished (%s) after %d tokens", reason, n_tokens)
+        _call(request.sink.finished, reason, n_tokens, now)
+
+    def _failed(self, request: Request, exc: BaseException, now: float) -> None:
+        self.metrics.failed(type(exc).__name__)
+        request.log.debug("failed: %s: %s", type(exc).__name__, exc)
+        _call(request.sink.failed, exc, now)
+
+
+def _ids(batch: list[_Running]) -> str:
+    """"job cid, job cid ..." of a batch, for log lines about all its jobs."""
+    return ", ".join(f"{r.request.job_id} cid {r.request.correlation_id or '-'}" for r in batch)
 
 
 def _call(callback: Callable[..., None], *args: Any) -> None:

@@ -3,7 +3,12 @@
 Both are versioned (``v``) pydantic models. Events share ``job_id``, ``seq`` (1, 2, 3 ... one per
 event of a job, so a reader detects gaps and duplicates) and ``ts`` (unix seconds); ``type`` tells
 them apart: ``queued`` · ``started`` · ``tokens`` · ``done`` · ``error``. A job ends with exactly one
-``done`` or ``error``.
+``done`` or ``error``. Every event also carries the job's ``correlation_id`` (None when it has none).
+
+Versions: jobs are v1. Events are written as v2 (v1 + the optional ``correlation_id``) and read as v1
+or v2: a v1 event is a v2 event without a correlation id, so logs written before the change (still
+in Redis during a rolling upgrade) stay readable. The number moved because the models forbid extra
+fields: a v1 reader refuses a v2 event, and ``v`` says why.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from gpu.params import SamplingParams
 
 from . import keys
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # jobs
+EVENT_VERSION = 2  # events: 2 added correlation_id
 TERMINAL = frozenset({"done", "error"})
 
 
@@ -68,10 +74,11 @@ class Job(BaseModel):
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1, 2] = EVENT_VERSION
     job_id: str
     seq: int = Field(ge=1)
     ts: float = Field(default_factory=time.time)
+    correlation_id: str | None = Field(None, max_length=128, description="the job's, for tracing")
 
 
 class Queued(_Event):

@@ -3,7 +3,8 @@
 `WorkerService.run_job` is what a Celery task calls (tasks.py stays thin): it parses the job, reads
 what earlier attempts left in the job's log, hands the job to the scheduler and waits until its last
 event is in Redis. The task returns (and Celery acks the message) only then, so a worker that dies
-before that point leaves the message to be redelivered (docs/queue.md).
+before that point leaves the message to be redelivered (docs/queue.md). Every event and log line
+about a job carries its id and correlation id; `settings.metrics_port` serves the worker's metrics.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pydantic import ValidationError
 from . import keys
 from .cancels import CancelWatcher
 from .errors import InvalidJob
+from .joblog import job_logger
+from .metrics import WorkerMetrics
 from .publisher import JobPublisher, Publisher
 from .scheduler import Request, Scheduler, StepLike
 from .schemas import Event, Job, Timings, TokenLogprob, Usage
@@ -58,6 +61,7 @@ class JobRun:
         self.admitted_at: float | None = None
         self.first_token_at: float | None = None
         self.error: str | None = None
+        self.log = job_logger(logger, job.id, job.correlation_id)
 
     def _send(self, method: Any, *args: Any) -> None:
         """Queue a JobPublisher call; the scheduler wakes the publisher once its turn is over."""
@@ -93,11 +97,12 @@ class JobRun:
                               total_ms=self._ms(now),
                               decode_tok_s=round((completion_tokens - 1) / (now - first), 3)
                               if completion_tokens > 1 and now > first else 0.0)
+        self.log.info("done (%s): %d tokens, ttft %s ms", finish_reason, completion_tokens,
+                      timings.ttft_ms if timings else "-")
         self._send(self.jp.done, finish_reason, usage, timings, now)
 
     def failed(self, exc: BaseException, now: float, error_type: str | None = None) -> None:
-        logger.warning("job %s (correlation %s) failed: %s: %s", self.job.id, self.job.correlation_id or "-",
-                       error_type or type(exc).__name__, exc)
+        self.log.warning("failed: %s: %s", error_type or type(exc).__name__, exc)
         self._send(self.jp.error, error_type or type(exc).__name__, str(exc), now)
 
 
@@ -112,8 +117,13 @@ class WorkerService:
                                    live_ttl_s=int(settings.job_timeout_s + settings.result_ttl_s),
                                    result_ttl_s=settings.result_ttl_s)
         self.cancels = CancelWatcher(client)
+        self.metrics = WorkerMetrics()
+        self.metrics_server = None
+        if settings.metrics_port:
+            self.metrics_server = self.metrics.serve(settings.metrics_port)
+            logger.info("worker %s: metrics on :%d/metrics", self.name, settings.metrics_port)
         self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
-                                   step_delay_s=settings.step_delay_ms / 1000.0)
+                                   step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics)
         self.scheduler.start()
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -141,6 +151,9 @@ class WorkerService:
         self.cancels.stop()
         self.scheduler.stop()
         self.publisher.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         try:
             self.client.delete(keys.worker(self.name))
         except redis_lib.RedisError as exc:
@@ -154,13 +167,16 @@ class WorkerService:
         if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
             logger.error("dropping a job without a usable id: %.200r", payload)
             return {"job_id": None, "status": "dropped"}
+        cid = payload.get("correlation_id")
+        cid = cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None  # a malformed job's error too
+        log = job_logger(logger, job_id, cid)
         pipe = self.client.pipeline(transaction=False)  # one round trip: the log and the cancel flag
         pipe.xrange(keys.job_events(job_id), min=stream_id(1))
         pipe.exists(keys.job_cancel(job_id))
         entries, cancelled = pipe.execute()
         state = log_state([parse_entry(fields) for _id, fields in entries])
         if state.ended:
-            logger.info("job %s already ended (redelivered after its end); nothing to do", job_id)
+            log.info("already ended (redelivered after its end); nothing to do")
             return {"job_id": job_id, "status": "already-ended"}
         ended = threading.Event()
         outcome: dict[str, Any] = {"job_id": job_id}
@@ -170,22 +186,23 @@ class WorkerService:
             ended.set()
 
         jp = self.publisher.open(job_id, next_seq=state.last_seq + 1, skip_tokens=state.tokens_done,
-                                 on_end=on_end)
+                                 on_end=on_end, correlation_id=cid)
         if state.started:
-            logger.warning("job %s redelivered (attempt %d): %d tokens already published, seq %d",
-                           job_id, state.started + 1, state.tokens_done, state.last_seq)
-        self._submit(payload, jp, attempt=state.started + 1, cancelled=bool(cancelled))
+            log.warning("redelivered (attempt %d): %d tokens already published, seq %d",
+                        state.started + 1, state.tokens_done, state.last_seq)
+        self._submit(payload, jp, log, attempt=state.started + 1, cancelled=bool(cancelled))
         give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
         while not ended.wait(0.25):
             if self._stop.is_set():
-                logger.warning("job %s: worker closing before the job ended", job_id)
+                log.warning("worker closing before the job ended")
                 return {"job_id": job_id, "status": "interrupted"}
             if time.monotonic() > give_up:
-                logger.error("job %s: no end after %.0f s", job_id, self.settings.job_timeout_s + 10.0)
+                log.error("no end after %.0f s", self.settings.job_timeout_s + 10.0)
                 return {"job_id": job_id, "status": "lost"}
         return outcome
 
-    def _submit(self, payload: dict, jp: JobPublisher, *, attempt: int, cancelled: bool) -> None:
+    def _submit(self, payload: dict, jp: JobPublisher, log: logging.LoggerAdapter, *, attempt: int,
+                cancelled: bool) -> None:
         now = time.time()
         try:
             job = Job.model_validate(payload)
@@ -195,17 +212,18 @@ class WorkerService:
             prompt_ids = encode_job(job, self.tokenizer)
         except Exception as exc:  # bad input of any kind ends this job only
             error_type = "InvalidJob" if isinstance(exc, ValidationError) else type(exc).__name__
-            logger.warning("job %s rejected: %s", jp.job_id, exc)
+            log.warning("rejected: %s", exc)
+            self.metrics.failed(error_type)
             self.publisher.call(functools.partial(jp.error, error_type, str(exc), now))
             return
         if cancelled:
-            logger.info("job %s cancelled before it started", job.id)
+            log.info("cancelled before it started")
+            self.metrics.finished("cancelled")
             usage = Usage(prompt_tokens=0, completion_tokens=0)
             self.publisher.call(functools.partial(jp.done, "cancelled", usage, None, now))
             return
-        logger.info("job %s (correlation %s): attempt %d, %d prompt tokens, max_tokens %d, priority %d",
-                    job.id, job.correlation_id or "-", attempt, len(prompt_ids), job.params.max_tokens,
-                    job.priority)
+        log.info("attempt %d, %d prompt tokens, max_tokens %d, priority %d", attempt, len(prompt_ids),
+                 job.params.max_tokens, job.priority)
         run = JobRun(self, job, jp, attempt=attempt, prompt_tokens=len(prompt_ids))
         deadline = now + self.settings.job_timeout_s
         if job.deadline is not None:
@@ -216,7 +234,8 @@ class WorkerService:
             job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
             new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
                                              self.engine.max_context),
-            priority=job.priority, deadline=deadline))
+            priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
+            submitted_at=job.created_at))
 
     # ---- liveness
 

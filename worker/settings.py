@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0.0)
     worker_name: str | None = Field(None, description="default <model-name>-gpu<N>@<host>-<pid>")
     step_delay_ms: float = Field(0.0, ge=0.0, description="debug: sleep between decode steps (slow GPU)")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics of the worker; 0 = off")
 
     @model_validator(mode="after")
     def _visibility_covers_attempt(self) -> Settings:

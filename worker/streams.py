@@ -5,7 +5,9 @@ that is already there (a re-run after a crash re-sends nothing twice), and only 
 appended is then PUBLISHed. Reading: `follow` subscribes first, replays the log after the reader's
 last seq, then follows the channel; an event whose seq is not the next one is either a duplicate
 (dropped) or reveals a gap (filled from the log, which always holds every published event, because
-the XADD precedes the PUBLISH). The channel is a shortcut; the log is the truth.
+the XADD precedes the PUBLISH). The channel is a shortcut; the log is the truth. A reader that
+resumes after the job's last event (the log's last entry is its done/error) gets nothing and ends at
+once, instead of waiting for events that will never come.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def append_events(client: redis_lib.Redis, events: Sequence[Event], *, live_ttl_
     pipe = client.pipeline(transaction=False)
     for event, new in zip(events, appended, strict=True):
         if not new:
-            logger.info("job %s: seq %d already in the log, not re-sent", event.job_id, event.seq)
+            logger.info("job %s cid %s: seq %d already in the log, not re-sent", event.job_id,
+                        event.correlation_id or "-", event.seq)
             continue
         pipe.publish(keys.job_channel(event.job_id), event.model_dump_json())
         meta = keys.job_meta(event.job_id)
@@ -82,6 +85,31 @@ def read_log(client: redis_lib.Redis, job_id: str, after: int = 0) -> list[Event
     """The job's events with seq > `after`, in order."""
     entries = client.xrange(keys.job_events(job_id), min=stream_id(after + 1))
     return [parse_entry(fields) for _id, fields in entries]
+
+
+def _ended_before(job_id: str, last_entries: list, meta_exists: bool) -> bool:
+    """After a replay that found nothing new: True when the job's log already ends with done/error
+    (so it ended at or before the resume point and nothing more will come). `JobNotFound` when the
+    job has neither a log nor a record."""
+    if not last_entries:
+        if not meta_exists:
+            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        return False
+    return parse_entry(last_entries[0][1]).type in TERMINAL
+
+
+def _check_end(client: redis_lib.Redis, job_id: str) -> bool:
+    pipe = client.pipeline(transaction=False)
+    pipe.xrevrange(keys.job_events(job_id), count=1)
+    pipe.exists(keys.job_meta(job_id))
+    return _ended_before(job_id, *pipe.execute())
+
+
+async def _acheck_end(client, job_id: str) -> bool:
+    pipe = client.pipeline(transaction=False)
+    pipe.xrevrange(keys.job_events(job_id), count=1)
+    pipe.exists(keys.job_meta(job_id))
+    return _ended_before(job_id, *await pipe.execute())
 
 
 @dataclass(frozen=True)
@@ -129,7 +157,8 @@ def _accepted(tracker: SeqTracker, events: Sequence[Event]) -> list[Event]:
 
 def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: float | None = None,
            poll_s: float = 1.0) -> Iterator[Event]:
-    """Every event of the job with seq > `after`, once each and in order, until done/error.
+    """Every event of the job with seq > `after`, once each and in order, until done/error; nothing
+    when the job had already ended at seq `after` or before.
 
     Raises `JobNotFound` when the job has no log and no record, `JobTimeout` after `timeout_s`
     without a new event. The log is re-read every `poll_s` without news, so a dropped pub/sub
@@ -140,8 +169,8 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
     pubsub.subscribe(keys.job_channel(job_id))
     try:
         backlog = read_log(client, job_id, after)
-        if not backlog and after == 0 and not client.exists(keys.job_meta(job_id)):
-            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        if not backlog and _check_end(client, job_id):
+            return
         yield from _accepted(tracker, backlog)
         last_news = time.monotonic()
         while not tracker.ended:
@@ -178,8 +207,8 @@ async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | Non
     await pubsub.subscribe(keys.job_channel(job_id))
     try:
         backlog = await _aread_log(client, job_id, after)
-        if not backlog and after == 0 and not await client.exists(keys.job_meta(job_id)):
-            raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
+        if not backlog and await _acheck_end(client, job_id):
+            return
         for event in _accepted(tracker, backlog):
             yield event
         last_news = time.monotonic()

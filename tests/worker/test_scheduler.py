@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -197,3 +198,25 @@ def test_thread_serves_submissions_and_stops():
     assert len(turns) >= 4  # 5 jobs of 4 tokens, 3 at a time: at least 4 engine turns, each announced
     with pytest.raises(SchedulerClosed):
         scheduler.submit(request("late", [1], 1, RecordingSink()))
+
+
+def test_log_lines_about_a_job_carry_its_id_and_correlation_id(caplog):
+    engine = FakeEngine(max_batch=1)
+    cancelled: set[str] = set()
+    scheduler = Scheduler(engine, cancelled=lambda ids: cancelled & set(ids))
+    sinks = RecordingSink(), RecordingSink(), RecordingSink()
+    scheduler.submit(request("run", [0], 20, sinks[0], correlation_id="req-1"))
+    scheduler.submit(request("wait", [0], 20, sinks[1], correlation_id="req-2"))
+    scheduler.submit(request("empty", [], 20, sinks[2]))
+    scheduler.run_once()
+    cancelled.update({"run", "wait"})
+    with caplog.at_level(logging.DEBUG, logger="worker.scheduler"):
+        drain(scheduler)
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "job empty cid -: failed: InvalidJob: job empty: the prompt has no tokens",
+        "job run cid req-1: cancelled after 2 tokens",
+        "job run cid req-1: finished (cancelled) after 2 tokens",
+        "job wait cid req-2: cancelled while waiting; never started",
+        "job wait cid req-2: finished (cancelled) after 0 tokens"]
+    assert {(r.job_id, r.correlation_id) for r in caplog.records} == {
+        ("run", "req-1"), ("wait", "req-2"), ("empty", "-")}

@@ -59,3 +59,17 @@ def test_each_event_type_parses_back():
         assert EVENTS.validate_json(event.model_dump_json()) == event
     with pytest.raises(ValidationError):
         parse_event('{"v": 1, "type": "tokens", "job_id": "j", "seq": 0, "index": 0, "ids": [], "text": ""}')
+
+
+def test_events_are_written_as_v2_with_the_correlation_id_and_v1_still_reads():
+    event = Done(job_id="j", seq=4, finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=2),
+                 correlation_id="req-7")
+    assert (event.v, parse_event(event.model_dump_json()).correlation_id) == (2, "req-7")
+    old = parse_event('{"v": 1, "type": "queued", "job_id": "j", "seq": 1, "ts": 5.0, "model": "m", '
+                      '"queue": "q", "priority": 5}')
+    assert (old.v, old.correlation_id, old.queue) == (1, None, "q")
+    with pytest.raises(ValidationError, match="v"):
+        parse_event('{"v": 3, "type": "queued", "job_id": "j", "seq": 1, "model": "m", "queue": "q", '
+                    '"priority": 5}')
+    with pytest.raises(ValidationError, match="correlation_id"):
+        Queued(job_id="j", seq=1, model="m", queue="q", priority=5, correlation_id="x" * 129)

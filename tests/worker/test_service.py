@@ -6,6 +6,7 @@ bad jobs end with an error event and the worker keeps serving.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import fakeredis
@@ -139,3 +140,24 @@ def test_heartbeat_describes_the_worker(stack):
     service.close()
     assert not client.redis.exists(keys.worker("w1"))
 
+
+
+def test_correlation_id_is_in_every_event_and_every_log_line_about_the_job(stack, caplog):
+    client, service, sent = stack
+    params = SamplingParams(max_tokens=9, seed=3, ignore_eos=True)
+    with caplog.at_level(logging.DEBUG, logger="worker"):
+        job = Job(id="traced", prompt="abc", params=params, correlation_id="req-42")
+        log = run(client, service, sent, job)
+        client.submit(Job(id="bad-traced", prompt="x", correlation_id="req-43"))
+        service.run_job(sent[-1].model_dump(mode="json") | {"params": {"temperature": "hot"}})
+    assert [e.type for e in log[:2]] + [log[-1].type] == ["queued", "started", "done"]
+    assert sum(len(e.ids) for e in log if e.type == "tokens") == 9
+    assert [(e.seq, e.v, e.correlation_id) for e in log] == [(n, 2, "req-42") for n in range(1, len(log) + 1)]
+    bad = read_log(client.redis, "bad-traced")
+    assert [(e.type, e.correlation_id) for e in bad] == [("queued", "req-43"), ("error", "req-43")]
+    about = [r.getMessage() for r in caplog.records if "traced" in r.getMessage()]
+    assert about == [
+        "job traced cid req-42: attempt 1, 2 prompt tokens, max_tokens 9, priority 5",
+        "job traced cid req-42: finished (length) after 9 tokens",
+        f"job traced cid req-42: done (length): 9 tokens, ttft {log[-1].timings.ttft_ms} ms",
+        "job bad-traced cid req-43: rejected: " + bad[-1].message]

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 # Settings fields that flags may set (each flag's dest is the field's name)
 QUEUE_SETTINGS = ("redis_url", "queue", "max_queue", "max_batch", "max_context", "model", "backend", "gpu",
                   "concurrency", "worker_name", "chunk_tokens", "chunk_ms", "job_timeout_s",
-                  "visibility_timeout_s", "restore_interval_s", "heartbeat_s", "step_delay_ms")
+                  "visibility_timeout_s", "restore_interval_s", "heartbeat_s", "step_delay_ms",
+                  "metrics_port")
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:

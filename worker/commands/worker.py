@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(backend=None)  # unset: ORCD_BACKEND, else auto
     parser.add_argument("--gpu", type=int, default=None, help="CUDA ordinal to pin (ORCD_GPU, 0)")
     parser.add_argument("--name", dest="worker_name", default=None, help="worker name (model-gpuN@host-pid)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on :PORT/metrics (ORCD_METRICS_PORT; default 0: off)")
     add_connection_flags(parser)
     add_worker_flags(parser)
     parser.set_defaults(func=run)
