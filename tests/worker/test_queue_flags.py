@@ -25,3 +25,14 @@ def test_pin_gpu_sets_or_indexes_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     with pytest.raises(SettingsError, match="gpu 2 .* is not among CUDA_VISIBLE_DEVICES=4,6"):
         pin_gpu(2)
+
+
+def test_worker_metrics_port_flag_env_and_default(monkeypatch):
+    monkeypatch.delenv("ORCD_METRICS_PORT", raising=False)
+    parse = build_parser(["worker"]).parse_args
+    assert settings_from_args(parse(["worker"])).metrics_port == 0
+    monkeypatch.setenv("ORCD_METRICS_PORT", "9101")
+    assert settings_from_args(parse(["worker"])).metrics_port == 9101
+    assert settings_from_args(parse(["worker", "--metrics-port", "9102"])).metrics_port == 9102
+    with pytest.raises(SettingsError, match=r"metrics_port \(ORCD_METRICS_PORT\): Input should be less"):
+        settings_from_args(parse(["worker", "--metrics-port", "70000"]))

@@ -161,3 +161,36 @@ def test_correlation_id_is_in_every_event_and_every_log_line_about_the_job(stack
         "job traced cid req-42: finished (length) after 9 tokens",
         f"job traced cid req-42: done (length): 9 tokens, ttft {log[-1].timings.ttft_ms} ms",
         "job bad-traced cid req-43: rejected: " + bad[-1].message]
+
+
+def test_service_records_metrics_and_serves_them_on_its_port(tiny_model):  # noqa: F811
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port for the settings (0 means "off" there)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(redis_url="redis://unused", model=str(tiny_model), backend="numpy", max_batch=4,
+                             max_context=MAX_CONTEXT, job_timeout_s=30, visibility_timeout_s=60,
+                             metrics_port=port)
+    sent: list = []
+    client = Client(settings=settings, redis=fakeredis.FakeRedis(), sender=lambda job, q, p: sent.append(job))
+    service = WorkerService.load(settings, client.redis, name="w-metrics")
+    try:
+        run(client, service, sent, Job(id="ok", prompt="x", params=SamplingParams(max_tokens=4, seed=1,
+                                                                                   ignore_eos=True)))
+        client.submit(Job(id="bad", prompt="x"))
+        service.run_job(sent[-1].model_dump(mode="json") | {"params": {"temperature": "hot"}})
+        client.submit(Job(id="off", prompt="x"))
+        client.cancel("off")
+        service.run_job(sent[-1].model_dump(mode="json"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        service.close()
+    lines = set(text.splitlines())
+    assert {"orcd_worker_jobs_started_total 1.0", 'orcd_worker_jobs_finished_total{reason="length"} 1.0',
+            'orcd_worker_jobs_finished_total{reason="error"} 1.0',
+            'orcd_worker_jobs_finished_total{reason="cancelled"} 1.0',
+            'orcd_worker_errors_total{type="InvalidJob"} 1.0', "orcd_worker_tokens_generated_total 4.0",
+            "orcd_worker_ttft_seconds_count 1.0", "orcd_worker_decode_tokens_per_second_count 1.0"} <= lines

@@ -143,3 +143,76 @@ def test_afollow_replays_then_follows_live():
         return got
 
     assert asyncio.run(main()) == evs[1:]
+
+
+def resume_points(evs) -> list[int]:
+    """Where a reader may resume once the job has ended: at its done event, or past it."""
+    return [evs[-1].seq, evs[-1].seq + 3]
+
+
+def check_resume_after_the_end_is_immediate(make_sync, make_async) -> None:
+    """follow and afollow yield nothing and return at once (poll_s 30 would show any wait)."""
+    import asyncio
+
+    evs = events(n_chunks=2)  # seqs 1..5, done at 5
+    write(make_sync(), evs)
+    for after in resume_points(evs):
+        t0 = time.monotonic()
+        assert list(follow(make_sync(), "j", after=after, poll_s=30.0)) == []
+        assert time.monotonic() - t0 < 1.0
+
+        async def main(after=after):
+            reader = make_async()
+            try:
+                return [e async for e in afollow(reader, "j", after=after, poll_s=30.0)]
+            finally:
+                await reader.aclose()
+
+        t0 = time.monotonic()
+        assert asyncio.run(main()) == []
+        assert time.monotonic() - t0 < 1.0
+    # one before the end still gets the end, then stops
+    assert [e.seq for e in follow(make_sync(), "j", after=4, poll_s=30.0)] == [5]
+
+
+@pytest.mark.timeout(20)
+def test_resume_after_the_end_returns_at_once_fakeredis():
+    server = fakeredis.FakeServer()
+    check_resume_after_the_end_is_immediate(lambda: fakeredis.FakeRedis(server=server),
+                                            lambda: fakeredis.FakeAsyncRedis(server=server))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(20)
+def test_resume_after_the_end_returns_at_once_real_redis(redis_url):
+    import redis
+    import redis.asyncio as aredis
+
+    check_resume_after_the_end_is_immediate(lambda: redis.Redis.from_url(redis_url),
+                                            lambda: aredis.Redis.from_url(redis_url))
+
+
+@pytest.mark.timeout(20)
+def test_resume_of_a_job_that_has_not_ended_keeps_following_and_unknown_resume_is_not_found():
+    import asyncio
+
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    evs = events(n_chunks=2)
+    write(client, evs[:4])
+    with pytest.raises(JobTimeout, match="job j: no event for 0.2 s after seq 4"):
+        list(follow(client, "j", after=4, timeout_s=0.2, poll_s=0.05))
+    with pytest.raises(JobNotFound, match="job gone not found"):
+        list(follow(client, "gone", after=7, poll_s=30.0))
+
+    async def main():
+        reader = fakeredis.FakeAsyncRedis(server=server)
+        try:
+            with pytest.raises(JobNotFound, match="job gone not found"):
+                [e async for e in afollow(reader, "gone", after=7, poll_s=30.0)]
+            with pytest.raises(JobTimeout, match="job j: no event for 0.2 s after seq 4"):
+                [e async for e in afollow(reader, "j", after=4, timeout_s=0.2, poll_s=0.05)]
+        finally:
+            await reader.aclose()
+
+    asyncio.run(main())
