@@ -14,12 +14,38 @@ from pathlib import Path
 
 import numpy as np
 
+from gguf_loader.memory import kv_bytes_per_token
+
 from .engine import Engine
 from .errors import OutOfMemory
 from .kv_cache import KVCache
 from .model import LayerParams, ModelParams, Transformer
 
 logger = logging.getLogger(__name__)
+
+
+def _available_host_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_state_fits(config, max_batch: int, max_context: int) -> None:
+    """Refuse at once when the KV cache and RoPE tables cannot fit, before computing any of them."""
+    kv = kv_bytes_per_token(config, "f32") * max_batch * max_context
+    rope = 2 * max_context * (config.rope_dim // 2) * 8 if config.rope != "none" else 0  # float64 cos, sin
+    available = _available_host_bytes()
+    if available is not None and kv + rope > available:
+        raise OutOfMemory(
+            f"KV cache of {max_batch} slots x {max_context} tokens and RoPE tables need "
+            f"{(kv + rope) / 2**30:.1f} GiB, {available / 2**30:.1f} GiB of host memory available"
+        )
 
 
 def _f32(name: str, array: np.ndarray) -> np.ndarray:
@@ -60,6 +86,7 @@ class NumpyEngine(Engine):
 
     def __init__(self, config, params: ModelParams, max_batch: int, max_context: int):
         super().__init__(config, max_batch, max_context)
+        _check_state_fits(config, max_batch, self.max_context)
         try:
             self.model = Transformer(config, params, self.max_context)  # RoPE tables: [max_context, ...]
             self.kv = KVCache(
