@@ -92,7 +92,7 @@ def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: s
                 "--chunk-tokens", str(args.chunk_tokens), "--chunk-ms", str(args.chunk_ms)]
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("ORCD_") and k != "CUDA_VISIBLE_DEVICES"}  # the worker pins its GPU
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         log = open(logdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append((name, proc, log))
