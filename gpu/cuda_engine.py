@@ -21,9 +21,10 @@ from .cuda_forward import CudaForward
 from .cuda_graphs import DecodeGraphs, GraphError
 from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
-from .errors import EngineError, OutOfMemory
+from .errors import EngineError, InvalidInput, OutOfMemory, SamplingError
 from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
+from .ops.sample import copy_params, pack_params, sample
 from .runtime import Runtime, device_count
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ class CudaEngine(Engine):
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
+        self._sample_host = None  # decode_sample: pack_params' arrays for this step
+        i32 = np.int32
+        self.sample_bufs = {"fparams": rt.empty((max_batch, 6), np.float64, "sampling"),
+                            "iparams": rt.empty((max_batch, 4), np.uint32, "sampling"),
+                            "window": rt.empty((max_batch * self.max_context,), i32, "sampling"),
+                            "window_len": rt.empty((max_batch,), i32, "sampling"),
+                            "ids": rt.empty((max_batch,), i32, "sampling")}
+        self.host_ids = cuda.pagelocked_empty((max_batch,), np.int32)
         self.graphs = None
         if use_graphs:
             try:
@@ -92,6 +101,25 @@ class CudaEngine(Engine):
         finally:
             self._greedy = False
 
+    def decode_sample(self, slots: list[int], token_ids: list[int], params_list, steps: list[int],
+                      histories: list[list[int]]) -> np.ndarray:
+        """`decode`, then each row's token [B] int32 sampled on the GPU as `Sampler(params).sample(logits,
+        history, step)` would (docs/sampling.md): histories[i] is prompt + output so far, steps[i] the index
+        of the token being sampled; seeds must be resolved; logit bias and ignore_eos are refused."""
+        host = pack_params(params_list, steps, histories)
+        if len(params_list) != len(slots):
+            raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
+        self._sample_host = host
+        try:
+            ids = self.decode(slots, token_ids)
+        finally:
+            self._sample_host = None
+        bad = np.flatnonzero(ids < 0)
+        if bad.size:
+            bad_slots = [slots[i] for i in bad]
+            raise SamplingError(f"slots {bad_slots}: NaN/+inf logits or no finite logit to sample")
+        return ids
+
     # --- backend hooks -------------------------------------------------------------------------------
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
         rows = [self._prefill_one(slot, t, start, False)[-1]
@@ -120,6 +148,13 @@ class CudaEngine(Engine):
                 cuda.memcpy_dtoh_async(self.host_best[:n], self.forward.best.gpudata, self.rt.stream)
                 self.rt.synchronize()
                 return ids_from_packed(self.host_best[:n])
+            if self._sample_host is not None:
+                views = copy_params(self.rt, self.sample_bufs, self._sample_host)
+                ids = self.sample_bufs["ids"][:n]
+                sample(self.rt, ids, self.forward.logits[:n], *views)
+                cuda.memcpy_dtoh_async(self.host_ids[:n], ids.gpudata, self.rt.stream)
+                self.rt.synchronize()
+                return self.host_ids[:n].copy()
             logits = self.host_logits[:bucket]
             cuda.memcpy_dtoh_async(logits, self.forward.logits[:bucket].gpudata, self.rt.stream)
             self.rt.synchronize()
