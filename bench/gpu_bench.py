@@ -5,8 +5,9 @@ Models: random-weight GGUFs of Qwen2.5-0.5B shape (F16, Q8_0) and Phi-3-mini sha
 with gguf_loader.synthetic (HF builds the same shapes from a config, random weights). Figures: decode
 tok/s at batch 1/8/32/64 (32-token prompts, greedy, 64 steps, logits copied to the host each step as the
 engine API returns them), prefill tok/s for one 512-token prompt, and the bandwidth limit = measured
-device copy bandwidth / weight bytes read per decoded token. Writes JSON lines to --out and prints a
-markdown table last.
+device copy bandwidth / weight bytes read per decoded token. Rows orcd-greedy-gpu and orcd-sampled-gpu
+(T 0.8, top-k 40, top-p 0.95, min-p 0.05, a seed per row) pick tokens on the GPU and copy back only ids.
+Writes JSON lines to --out and prints a markdown table last.
 
     python3 bench/gpu_bench.py --out $OUT/bench.jsonl [--models qwen-f16,qwen-q8,phi3-f16] [--no-peers]
         [--vocab-dir DIR]   # llama.cpp vocab test files: real qwen2 / phi-3 tokenizers in the GGUFs
@@ -88,6 +89,7 @@ def copy_bandwidth() -> float:
 
 def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
     from gpu.cuda_engine import CudaEngine
+    from gpu.params import SamplingParams
 
     eng = CudaEngine.load(path, max_batch=max(BATCHES), max_context=1024)
     rt = eng.rt
@@ -133,6 +135,24 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
             out,
             section="decode",
             engine="orcd-greedy-gpu",
+            model=name,
+            batch=batch,
+            tok_s=round(batch * STEPS / dt, 1),
+            step_ms=round(1e3 * dt / STEPS, 3),
+        )
+        params = [SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=i) for i in slots]
+        histories = [[t] for t in ids]  # output so far (penalties are off at these parameters)
+        ids = eng.decode_sample(slots, ids, params, [0] * batch, histories).tolist()  # warm-up (compile)
+        t0 = time.perf_counter()
+        for step in range(1, STEPS + 1):  # sampled on the GPU (sample.cu): only token ids come back
+            ids = eng.decode_sample(slots, ids, params, [step] * batch, histories).tolist()
+            for h, t in zip(histories, ids, strict=True):
+                h.append(t)
+        dt = time.perf_counter() - t0
+        record(
+            out,
+            section="decode",
+            engine="orcd-sampled-gpu",
             model=name,
             batch=batch,
             tok_s=round(batch * STEPS / dt, 1),
