@@ -2,7 +2,8 @@
 
 The model loads (and CUDA_VISIBLE_DEVICES is pinned) before the Celery worker is even created, so it
 consumes nothing until it can run it. Pool: threads (CUDA must not meet fork); one scheduler thread
-owns the engine, task threads only wait for their job's end.
+owns the engine, task threads only wait for their job's end. A Celery worker that exits on a broker
+failure (not on SIGTERM/SIGINT) is replaced in process once Redis answers again (worker/supervise.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.app import make_app, worker_options
     from worker.errors import BrokerUnavailable, SettingsError
     from worker.service import WorkerService
+    from worker.supervise import supervise
     from worker.tasks import register as register_tasks
 
     settings = settings_from_args(args)
@@ -49,14 +51,18 @@ def run(args: argparse.Namespace) -> int:
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"Redis at {settings.redis_url} does not answer: {exc}") from exc
     service = WorkerService.load(settings, client)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
         app = make_app(settings)
         register_tasks(app, service)
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        worker = app.Worker(loglevel=level, quiet=True, **worker_options(settings, service.name))
-        logger.info("worker %s consuming %s", service.name, settings.queue_name)
-        worker.start()
-        return int(worker.exitcode or 0)
+
+        def start_worker() -> int:  # a fresh Celery worker (consumer, connection, pool) per start
+            worker = app.Worker(loglevel=level, quiet=True, **worker_options(settings, service.name))
+            logger.info("worker %s consuming %s", service.name, settings.queue_name)
+            worker.start()
+            return int(worker.exitcode or 0)
+
+        return supervise(start_worker, client.ping, service.name)
     finally:
         service.close()
         client.close()
