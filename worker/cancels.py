@@ -22,8 +22,8 @@ class CancelWatcher:
     job is never admitted on a stale answer.
     """
 
-    def __init__(self, client: redis_lib.Redis, interval_s: float = 0.01) -> None:
-        self.client, self.interval_s = client, interval_s
+    def __init__(self, client: redis_lib.Redis, interval_s: float = 0.01, max_backoff_s: float = 1.0) -> None:
+        self.client, self.interval_s, self.max_backoff_s = client, interval_s, max_backoff_s
         self._watched: frozenset[str] = frozenset()
         self._read: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (checked, flagged)
         self._stop = threading.Event()
@@ -48,9 +48,21 @@ class CancelWatcher:
         return {i for i, flag in zip(ids, flags, strict=True) if flag}
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        """Refresh every `interval_s`; while Redis fails, back off (doubling, up to `max_backoff_s`)
+        and log only the changes: one warning when reads start failing, one line when they work again."""
+        delay, down = self.interval_s, False
+        while not self._stop.wait(delay):
             ids = list(self._watched)
             try:
                 self._read = (frozenset(ids), frozenset(self._flags(ids)) if ids else frozenset())
             except redis_lib.RedisError as exc:
-                logger.warning("cancel flags unreadable (%s); trying again", exc)
+                if not down:
+                    logger.warning("cancel flags unreadable (%s); retrying with backoff up to %g s",
+                                   exc, self.max_backoff_s)
+                    down = True
+                delay = min(2 * delay, max(self.max_backoff_s, self.interval_s))
+                continue
+            if down:
+                logger.warning("cancel flags readable again")
+                down = False
+            delay = self.interval_s
