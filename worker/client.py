@@ -7,28 +7,84 @@
     print(handle.result().text)
 
 A job is validated before anything is enqueued (`InvalidJob`), and refused with `QueueFull` when its
-model's queue already holds `max_queue` jobs.
+model's queue already holds `max_queue` jobs. An unreachable Redis is `BrokerUnavailable`; a stream
+whose connection drops reconnects with backoff for `reconnect_s`, resuming after its last seq.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from . import keys
-from .errors import InvalidJob, JobFailed, JobNotFound, JobTimeout, QueueFull, SettingsError
+from .errors import (
+    BrokerUnavailable,
+    InvalidJob,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    QueueFull,
+    SettingsError,
+)
 from .schemas import Done, Error, Event, Job, Queued, Timings, Tokens, Usage
 from .settings import Settings, load_settings
 from .streams import afollow, append_events, follow
 from .tasks import GENERATE
 
 Sender = Callable[[Job, str, int], None]  # (job, queue, celery priority)
+
+logger = logging.getLogger(__name__)
+
+# what an unreachable broker raises: redis-py's own errors, kombu's when Celery publishes
+_UNREACHABLE = (redis_lib.ConnectionError, redis_lib.TimeoutError, OperationalError)
+
+
+@contextmanager
+def broker_errors(what: str) -> Iterator[None]:
+    """Raise `BrokerUnavailable` naming `what` (a job id, an operation) for an unreachable Redis."""
+    try:
+        yield
+    except BrokerUnavailable:
+        raise
+    except _UNREACHABLE as exc:
+        raise BrokerUnavailable(f"{what}: Redis does not answer: {exc}") from exc
+
+
+class Reconnect:
+    """Backoff of one stream's reconnects: `BrokerUnavailable` once the connection has been lost for
+    `limit_s` without an event in between; logs once per outage."""
+
+    def __init__(self, job_id: str, limit_s: float) -> None:
+        self.job_id, self.limit_s = job_id, limit_s
+        self.lost_at: float | None = None
+        self.delay_s = 0.05
+
+    def received(self) -> None:
+        if self.lost_at is not None:
+            logger.warning("job %s: stream reconnected", self.job_id)
+        self.lost_at, self.delay_s = None, 0.05
+
+    def lost(self, exc: Exception, last_seq: int) -> float:
+        """The pause before the next attempt; raises `BrokerUnavailable` once `limit_s` has passed."""
+        now = time.monotonic()
+        if self.lost_at is None:
+            self.lost_at = now
+            logger.warning("job %s: stream lost its connection after seq %d (%s); reconnecting for %g s",
+                           self.job_id, last_seq, exc, self.limit_s)
+        if now - self.lost_at >= self.limit_s:
+            raise BrokerUnavailable(f"job {self.job_id}: Redis did not answer for {self.limit_s:g} s "
+                                    f"(stream stopped after seq {last_seq}): {exc}") from exc
+        delay, self.delay_s = self.delay_s, min(2 * self.delay_s, 1.0)
+        return min(delay, self.limit_s - (now - self.lost_at))
 
 
 @dataclass
@@ -72,7 +128,8 @@ class Client:
     """Talks to the queue's Redis; `settings` default from ``ORCD_*`` (redis_url overrides)."""
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
-                 redis: redis_lib.Redis | None = None, sender: Sender | None = None) -> None:
+                 redis: redis_lib.Redis | None = None, sender: Sender | None = None,
+                 reconnect_s: float = 10.0) -> None:
         self.settings = settings or load_settings(redis_url=redis_url)
         if redis_url and self.settings.redis_url != redis_url:
             self.settings = self.settings.model_copy(update={"redis_url": redis_url})
@@ -82,6 +139,7 @@ class Client:
         self._send = sender or celery_sender(self.settings)
         self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
         self._aredis: Any = None
+        self.reconnect_s = reconnect_s  # how long a stream retries a lost connection
 
     def close(self) -> None:
         self.redis.close()
@@ -103,6 +161,10 @@ class Client:
         model = keys.model_name(job.model or self.settings.model)
         job = job.model_copy(update={"model": model})
         queue = self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
+        with broker_errors(f"job {job.id}: submit"):
+            return self._submit(job, queue, model)
+
+    def _submit(self, job: Job, queue: str, model: str) -> JobHandle:
         meta = keys.job_meta(job.id)
         pipe = self.redis.pipeline(transaction=False)  # one round trip: queue depth + claim the id
         for name in keys.queue_lists(queue):
@@ -125,8 +187,20 @@ class Client:
     # ---- follow
 
     def stream(self, job_id: str, after: int = 0, *, timeout_s: float | None = None) -> Iterator[Event]:
-        """Every event of the job after seq `after`, in order, no gap, no duplicate; ends at done/error."""
-        return follow(self.redis, job_id, after, timeout_s=timeout_s)
+        """Every event of the job after seq `after`, in order, no gap, no duplicate; ends at done/error.
+
+        A lost connection is retried with backoff, resuming after the last seq received (lossless:
+        the log holds every event); `BrokerUnavailable` after `reconnect_s` without success."""
+        retry = Reconnect(job_id, self.reconnect_s)
+        while True:
+            try:
+                for event in follow(self.redis, job_id, after, timeout_s=timeout_s):
+                    after = event.seq
+                    retry.received()
+                    yield event
+                return
+            except _UNREACHABLE as exc:
+                time.sleep(retry.lost(exc, after))
 
     async def astream(self, job_id: str, after: int = 0, *,
                       timeout_s: float | None = None) -> AsyncIterator[Event]:
@@ -138,8 +212,16 @@ class Client:
         loop = asyncio.get_running_loop()
         if self._aredis is None or self._aredis[0] is not loop:
             self._aredis = (loop, aredis.Redis.from_url(self.settings.redis_url))
-        async for event in afollow(self._aredis[1], job_id, after, timeout_s=timeout_s):
-            yield event
+        retry = Reconnect(job_id, self.reconnect_s)
+        while True:
+            try:
+                async for event in afollow(self._aredis[1], job_id, after, timeout_s=timeout_s):
+                    after = event.seq
+                    retry.received()
+                    yield event
+                return
+            except _UNREACHABLE as exc:
+                await asyncio.sleep(retry.lost(exc, after))
 
     def result(self, job_id: str, *, timeout_s: float | None = None) -> JobResult:
         return assemble(job_id, list(self.stream(job_id, timeout_s=timeout_s)))
@@ -151,17 +233,20 @@ class Client:
 
     def cancel(self, job_id: str) -> bool:
         """Ask the job to stop; False if it had already ended. A queued job then never starts."""
-        status = self.redis.hget(keys.job_meta(job_id), "status")
+        with broker_errors(f"job {job_id}: cancel"):
+            status = self.redis.hget(keys.job_meta(job_id), "status")
         if status is None:
             raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
         if status.decode() in ("done", "error", "cancelled"):
             return False
-        self.redis.set(keys.job_cancel(job_id), b"1",
-                       ex=int(self.settings.job_timeout_s + self.settings.result_ttl_s))
+        with broker_errors(f"job {job_id}: cancel"):
+            self.redis.set(keys.job_cancel(job_id), b"1",
+                           ex=int(self.settings.job_timeout_s + self.settings.result_ttl_s))
         return True
 
     def status(self, job_id: str) -> dict[str, str]:
-        meta = self.redis.hgetall(keys.job_meta(job_id))
+        with broker_errors(f"job {job_id}: status"):
+            meta = self.redis.hgetall(keys.job_meta(job_id))
         if not meta:
             raise JobNotFound(f"job {job_id} not found (never submitted, or expired)")
         return {k.decode(): v.decode() for k, v in meta.items()}

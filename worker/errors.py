@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import redis as redis_lib
+
 
 class JobError(Exception):
     """Root of every error about one job."""
@@ -39,6 +41,16 @@ class JobTimeout(JobError):
     """The client stopped waiting for a job's events."""
 
 
+class StreamGap(JobError):
+    """The job's log lacks seqs `first_missing`..`next_seq - 1` while later ones exist: Redis lost them
+    (e.g. restarted without persistence mid-job). A log only grows by increasing seq, so they never come."""
+
+    def __init__(self, job_id: str, first_missing: int, next_seq: int) -> None:
+        super().__init__(f"job {job_id}: events seq {first_missing}-{next_seq - 1} are lost from its log (it "
+                         f"resumes at seq {next_seq}; Redis lost them, e.g. restarted without persistence)")
+        self.job_id, self.first_missing, self.next_seq = job_id, first_missing, next_seq
+
+
 class ContextTooLong(JobError):
     """The prompt plus max_tokens does not fit in the worker's max context."""
 
@@ -55,8 +67,11 @@ class SettingsError(WorkerError):
     """Invalid settings; the message names the setting (and its ORCD_* variable)."""
 
 
-class BrokerUnavailable(WorkerError):
-    """Redis (or the embedded Valkey server) cannot be reached or started."""
+class BrokerUnavailable(WorkerError, redis_lib.ConnectionError):
+    """Redis (or the embedded Valkey server) cannot be reached or started.
+
+    Also a ``redis.exceptions.ConnectionError``, so code written against the raw error the client
+    used to raise (the gateway maps `RedisError` to 503) still catches it."""
 
 
 class SchedulerClosed(WorkerError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis as redis_lib
 
 from . import keys
-from .errors import JobNotFound, JobTimeout
+from .errors import JobNotFound, JobTimeout, StreamGap
 from .schemas import TERMINAL, Event, Tokens, parse_event
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,12 @@ class SeqTracker:
         return "next"
 
 
-def _accepted(tracker: SeqTracker, events: Sequence[Event]) -> list[Event]:
+def _accepted(tracker: SeqTracker, job_id: str, events: Sequence[Event]) -> list[Event]:
+    """The log's `events` (seq > tracker.last) the reader may take; `StreamGap` when the log skips the
+    next seq. Such a hole is permanent: XADD refuses an id below the log's last, so only a Redis that
+    lost the head of the log (restarted without persistence) shows one; waiting would be forever."""
+    if events and not tracker.ended and events[0].seq > tracker.last + 1:
+        raise StreamGap(job_id, tracker.last + 1, events[0].seq)
     return [event for event in events if not tracker.ended and tracker.accept(event) == "next"]
 
 
@@ -160,9 +165,9 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
     """Every event of the job with seq > `after`, once each and in order, until done/error; nothing
     when the job had already ended at seq `after` or before.
 
-    Raises `JobNotFound` when the job has no log and no record, `JobTimeout` after `timeout_s`
-    without a new event. The log is re-read every `poll_s` without news, so a dropped pub/sub
-    connection costs latency, never events.
+    Raises `JobNotFound` when the job has no log and no record, `StreamGap` when the log lost the
+    next seq (later ones exist), `JobTimeout` after `timeout_s` without a new event. The log is
+    re-read every `poll_s` without news, so a dropped pub/sub connection costs latency, never events.
     """
     tracker = SeqTracker(after)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -171,7 +176,7 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
         backlog = read_log(client, job_id, after)
         if not backlog and _check_end(client, job_id):
             return
-        yield from _accepted(tracker, backlog)
+        yield from _accepted(tracker, job_id, backlog)
         last_news = time.monotonic()
         while not tracker.ended:
             message = pubsub.get_message(timeout=poll_s)
@@ -182,9 +187,9 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
                 if verdict == "next":
                     fresh = [event]
                 elif verdict == "gap":
-                    fresh = _accepted(tracker, read_log(client, job_id, tracker.last))
+                    fresh = _accepted(tracker, job_id, read_log(client, job_id, tracker.last))
             elif message is None:
-                fresh = _accepted(tracker, read_log(client, job_id, tracker.last))
+                fresh = _accepted(tracker, job_id, read_log(client, job_id, tracker.last))
             if fresh:
                 last_news = time.monotonic()
                 yield from fresh
@@ -209,7 +214,7 @@ async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | Non
         backlog = await _aread_log(client, job_id, after)
         if not backlog and await _acheck_end(client, job_id):
             return
-        for event in _accepted(tracker, backlog):
+        for event in _accepted(tracker, job_id, backlog):
             yield event
         last_news = time.monotonic()
         while not tracker.ended:
@@ -221,9 +226,9 @@ async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | Non
                 if verdict == "next":
                     fresh = [event]
                 elif verdict == "gap":
-                    fresh = _accepted(tracker, await _aread_log(client, job_id, tracker.last))
+                    fresh = _accepted(tracker, job_id, await _aread_log(client, job_id, tracker.last))
             elif message is None:
-                fresh = _accepted(tracker, await _aread_log(client, job_id, tracker.last))
+                fresh = _accepted(tracker, job_id, await _aread_log(client, job_id, tracker.last))
             if fresh:
                 last_news = time.monotonic()
                 for event in fresh:
