@@ -149,7 +149,7 @@ class WorkerService:
         """Stop serving; tasks still waiting for a job return "interrupted" (their message is requeued)."""
         self._stop.set()
         self.cancels.stop()
-        self.scheduler.stop()
+        self.scheduler.stop(close_engine=True)  # the engine is closed on the thread that drove it
         self.publisher.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
