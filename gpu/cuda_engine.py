@@ -25,6 +25,7 @@ from .errors import EngineError, InvalidInput, OutOfMemory, SamplingError
 from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
 from .ops.sample import copy_params, pack_params, sample
+from .params import SamplingParams
 from .runtime import Runtime, device_count
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ __all__ = ["CudaEngine", "device_count"]
 
 PREFILL_CHUNK = 512  # tokens per prefill forward (longer prompts run in several)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+NEG_INF_F32 = 0xFF800000  # the bits of float32 -inf
 
 
 class CudaEngine(Engine):
@@ -52,6 +54,8 @@ class CudaEngine(Engine):
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
         self._sample_host = None  # decode_sample: pack_params' arrays for this step
+        self._bans: list[tuple[int, int]] = []  # decode_mixed: (row, id) set to -inf before sampling
+        self._keep_logits = False  # decode_mixed: copy the raw logits to host_logits too
         i32 = np.int32
         self.sample_bufs = {"fparams": rt.empty((max_batch, 6), np.float64, "sampling"),
                             "iparams": rt.empty((max_batch, 4), np.uint32, "sampling"),
@@ -87,6 +91,9 @@ class CudaEngine(Engine):
             rt.close()
             raise
         rt.synchronize()
+        if cuda.Context.get_current() == rt.context:
+            cuda.Context.pop()  # current on no thread: every use pushes it (rt.activate), so any thread may
+            # drive the engine and close it, and no thread's PyCUDA context stack holds it at exit
         engine.load_seconds = time.perf_counter() - t0
         logger.info("%s loaded on %s in %.2f s: %s, %.2f bytes/parameter (weights)", path, rt.name,
                     engine.load_seconds, rt.memory_report(), rt.allocated["weights"] / weights.n_params)
@@ -106,19 +113,43 @@ class CudaEngine(Engine):
         """`decode`, then each row's token [B] int32 sampled on the GPU as `Sampler(params).sample(logits,
         history, step)` would (docs/sampling.md): histories[i] is prompt + output so far, steps[i] the index
         of the token being sampled; seeds must be resolved; logit bias and ignore_eos are refused."""
-        host = pack_params(params_list, steps, histories)
-        if len(params_list) != len(slots):
-            raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
-        self._sample_host = host
-        try:
-            ids = self.decode(slots, token_ids)
-        finally:
-            self._sample_host = None
+        ids = self._decode_sampled(slots, token_ids, params_list, steps, histories, None, False)
         bad = np.flatnonzero(ids < 0)
         if bad.size:
             bad_slots = [slots[i] for i in bad]
             raise SamplingError(f"slots {bad_slots}: NaN/+inf logits or no finite logit to sample")
         return ids
+
+    def decode_mixed(self, slots: list[int], token_ids: list[int], params_list, steps: list[int],
+                     histories: list[list[int]], banned: list[tuple[int, ...]] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`decode_sample` for a batch where params_list[i] None marks a row the caller samples on the host:
+        returns (ids [B] int32, -1 for host rows and for rows with NaN/+inf or no finite logit; the raw
+        logits [B, vocab] f32 as `decode` returns them when any row is None, else None). banned[i]: ids
+        set to -inf before row i is sampled (ignore_eos), as the host sampler's -inf bias does."""
+        stand_in = SamplingParams(temperature=0.0, penalty_last_n=0, seed=0)  # a host row: ids ignored
+        host_rows = [i for i, p in enumerate(params_list) if p is None]
+        params = [stand_in if p is None else p for p in params_list]
+        hists = [[] if p is None else h for p, h in zip(params_list, histories, strict=True)]
+        ids = self._decode_sampled(slots, token_ids, params, steps, hists, banned, bool(host_rows))
+        ids[host_rows] = -1
+        return ids, (self.host_logits[: len(slots)].copy() if host_rows else None)
+
+    def _decode_sampled(self, slots, token_ids, params_list, steps, histories, banned, keep_logits):
+        host = pack_params(params_list, steps, histories)
+        if len(params_list) != len(slots):
+            raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
+        if banned is not None and len(banned) != len(slots):
+            raise InvalidInput(f"{len(slots)} slots but {len(banned)} banned-id lists")
+        bans = [(row, int(t)) for row, ids in enumerate(banned or ()) for t in ids]
+        bad = [t for _, t in bans if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise InvalidInput(f"banned id {bad[0]} outside [0, {self.config.vocab_size})")
+        self._sample_host, self._bans, self._keep_logits = host, bans, keep_logits
+        try:
+            return self.decode(slots, token_ids)
+        finally:
+            self._sample_host, self._bans, self._keep_logits = None, [], False
 
     # --- backend hooks -------------------------------------------------------------------------------
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
@@ -149,9 +180,16 @@ class CudaEngine(Engine):
                 self.rt.synchronize()
                 return ids_from_packed(self.host_best[:n])
             if self._sample_host is not None:
+                logits = self.forward.logits[:n]
+                if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
+                    cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
+                vocab = self.config.vocab_size
+                for row, token in self._bans:  # stream-ordered after the forward, before the sampler
+                    cuda.memset_d32_async(int(logits.gpudata) + 4 * (row * vocab + token), NEG_INF_F32, 1,
+                                          self.rt.stream)
                 views = copy_params(self.rt, self.sample_bufs, self._sample_host)
                 ids = self.sample_bufs["ids"][:n]
-                sample(self.rt, ids, self.forward.logits[:n], *views)
+                sample(self.rt, ids, logits, *views)
                 cuda.memcpy_dtoh_async(self.host_ids[:n], ids.gpudata, self.rt.stream)
                 self.rt.synchronize()
                 return self.host_ids[:n].copy()
@@ -188,11 +226,14 @@ class CudaEngine(Engine):
         return np.concatenate(out) if len(out) > 1 else out[0]
 
     def close(self) -> None:
+        """Free the engine's device memory and destroy its context; call from the thread that drives it
+        (any thread: the context is pushed here and popped again by its destruction)."""
+        if cuda.Context.get_current() != self.rt.context:
+            self.rt.context.push()
         if self.graphs is not None:
-            with self.rt.activate():
-                self.graphs.close()
-        del self.forward, self.weights
-        self.rt.close()
+            self.graphs.close()
+        del self.forward, self.weights, self.sample_bufs  # freed while the context is current here
+        self.rt.close()  # detaches the current context: destroyed and popped off this thread's stack
 
 
 class _engine_errors:

@@ -1,7 +1,10 @@
 """One sequence's generation state: sampling, streaming detokenisation, stop conditions.
 
-The engine produces a logits row; ``Generation.step`` turns it into a token, a text delta and maybe a
-finish reason. It never touches the engine, so the runner, the scheduler and tests drive it alike.
+The engine produces a logits row; ``Generation.step`` samples it on the host and ``accept`` turns the
+token into a text delta and maybe a finish reason. An engine that samples on the device (see
+``gpu.runner.decode_rows``) hands ``accept`` the token directly, using ``params``, ``n_generated``,
+``history`` and ``banned_ids``. It never touches the engine, so the runner, the scheduler and tests drive
+it alike.
 
 End conditions, checked in this order after each sampled token:
 - a stop token id (``params.stop_token_ids``) or an end-of-generation token (unless ``ignore_eos``,
@@ -75,6 +78,10 @@ class Generation:
         self.max_context = max_context
         self.sampler = Sampler(params, sorted(tokenizer.eog_ids) if params.ignore_eos else ())
         self.params = self.sampler.params  # seed resolved
+        # what a device sampler needs: ignore_eos as banned ids; logit bias and logprobs stay on the host
+        self.device_params = (self.params.model_copy(update={"ignore_eos": False})
+                              if not (self.params.logit_bias or self.params.logprobs) else None)
+        self.banned_ids = tuple(sorted(tokenizer.eog_ids)) if self.params.ignore_eos else ()
         self.output_ids: list[int] = []
         self.finish_reason: FinishReason | None = None
         self.error: str | None = None
@@ -93,6 +100,21 @@ class Generation:
         return self.finish_reason is not None
 
     @property
+    def n_generated(self) -> int:
+        """Tokens accepted so far: the step index of the next token (its Philox counter)."""
+        return len(self.output_ids)
+
+    @property
+    def history(self) -> list[int]:
+        """Prompt + output so far (the penalty window's source); do not modify."""
+        return self._history
+
+    @property
+    def device_sampleable(self) -> bool:
+        """True when a device sampler may pick this sequence's tokens: no logprobs, no logit bias."""
+        return self.device_params is not None
+
+    @property
     def text(self) -> str:
         """Everything emitted so far."""
         return "".join(self._texts)
@@ -101,12 +123,19 @@ class Generation:
         """Sample the next token from ``logits_row`` ([vocab]) and report what it releases."""
         if self.finished:
             raise GenerationError(f"generation already finished ({self.finish_reason})")
-        n = len(self.output_ids)
         try:
-            token = self.sampler.sample(logits_row, self._history, n)
+            token = self.sampler.sample(logits_row, self._history, len(self.output_ids))
         except SamplingError as exc:
             return self.fail(str(exc))
         logprobs = token_logprobs(logits_row, token, self.params.logprobs) if self.params.logprobs else None
+        return self.accept(token, logprobs)
+
+    def accept(self, token: int, logprobs: TokenLogprobs | None = None) -> StepResult:
+        """Take ``token`` as the next output (sampled here or by the engine) and report what it releases:
+        history, stop ids, end of generation, stop strings, ``max_tokens`` and the context limit."""
+        if self.finished:
+            raise GenerationError(f"generation already finished ({self.finish_reason})")
+        n = len(self.output_ids)
         self.output_ids.append(token)
         self._history.append(token)
         if token in self._stop_ids or (not self.params.ignore_eos and self.tokenizer.is_eog(token)):

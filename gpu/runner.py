@@ -3,6 +3,11 @@
 `generate_batch` is a small continuous batcher: requests wait until a KV slot is free, new ones are
 prefilled together, running ones decode together, and finished ones give their slot back at once.
 Each request's tokens depend only on its own prompt, parameters and seed (see gpu.sampling).
+
+`decode_rows` + `advance` are the one decode step every loop uses (these two and worker.scheduler): an
+engine with `decode_mixed` (CUDA) picks the tokens of device-sampleable sequences itself and returns
+logits only for the others; any other engine returns logits and every token is sampled on the host.
+Which path a sequence takes depends only on its own parameters, never on its batch (docs/sampling.md).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EngineError, KVCacheFull
+import numpy as np
+
+from .errors import EngineError, KVCacheFull, SamplingError
 from .generation import Generation, StepResult, TokenizerLike
 from .params import SamplingParams
 
@@ -143,9 +150,10 @@ def _prefill(engine: Any, running: dict, slots: list[int], t: Timings,
 
 def _decode(engine: Any, running: dict, t: Timings) -> Iterator[tuple[int, StepResult]]:
     slots = list(running)
+    generations = [running[s][1] for s in slots]
     t0 = time.perf_counter()
-    logits = engine.decode(slots, [running[s][1].output_ids[-1] for s in slots])  # [B, vocab]
-    results = [(slot, running[slot][1].step(logits[row])) for row, slot in enumerate(slots)]
+    rows = decode_rows(engine, slots, [g.output_ids[-1] for g in generations], generations)
+    results = [(slot, advance(g, row)) for slot, g, row in zip(slots, generations, rows, strict=True)]
     t.decode_s += time.perf_counter() - t0
     t.decode_tokens += sum(r.token_id is not None for _, r in results)
     yield from _retire(engine, running, results, t)
@@ -161,3 +169,41 @@ def _retire(engine: Any, running: dict, results: list[tuple[int, StepResult]],
             engine.free(slot)
             del running[slot]
         yield index, result
+
+
+Row = int | np.ndarray | SamplingError  # a token picked by the engine, a logits row [vocab], or its failure
+
+
+def decode_rows(engine: Any, slots: list[int], token_ids: list[int], generations: Sequence[Any]) -> list[Row]:
+    """One decode step for ``slots`` (fed ``token_ids``): each sequence's `Row` for `advance`.
+
+    With an engine that has ``decode_mixed``, a generation whose ``device_sampleable`` is true gets the
+    token the engine sampled (as its host `Sampler` would, docs/sampling.md); every other one gets its
+    logits row. Engine errors propagate."""
+    mixed = getattr(engine, "decode_mixed", None)
+    device = [mixed is not None and getattr(g, "device_sampleable", False) for g in generations]
+    if not any(device):
+        return list(engine.decode(slots, token_ids))  # [B, vocab]
+    picked = [g if d else None for g, d in zip(generations, device, strict=True)]  # None: host row
+    steps = [0 if g is None else g.n_generated for g in picked]
+    ids, logits = mixed(slots, token_ids, [None if g is None else g.device_params for g in picked], steps,
+                        [[] if g is None else g.history for g in picked],
+                        [() if g is None else g.banned_ids for g in picked])
+    rows: list[Row] = []
+    for i, d in enumerate(device):
+        if not d:
+            rows.append(logits[i])
+        elif ids[i] < 0:
+            rows.append(SamplingError(f"NaN/+inf logits or no finite logit to sample at step {steps[i]}"))
+        else:
+            rows.append(int(ids[i]))
+    return rows
+
+
+def advance(generation: Any, row: Row) -> StepResult:
+    """Apply one `decode_rows` row: accept the engine's token, sample the logits here, or fail."""
+    if isinstance(row, SamplingError):
+        return generation.fail(str(row))
+    if isinstance(row, int):
+        return generation.accept(row)
+    return generation.step(row)

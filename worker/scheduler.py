@@ -3,9 +3,11 @@
 Each turn of the loop: take newly submitted requests; retire those cancelled or past their deadline;
 admit waiting requests (highest priority, then oldest) while the batch has room and the engine has a
 free KV slot, refusing any whose prompt plus max_tokens cannot fit in the context; prefill the newly
-admitted together; decode one token for everything running; hand each step to the job's sink and
-free the slots of finished jobs. A failure is confined to the jobs it touches: a bad request fails
-alone, an engine error fails the batch it happened in, and the loop keeps serving.
+admitted together; decode one token for everything running (`gpu.runner.decode_rows`, the decode step
+`orcd run` uses too: tokens picked on the GPU where the engine can, else sampled here from the logits);
+hand each step to the job's sink and free the slots of finished jobs. A failure is confined to the jobs
+it touches: a bad request fails alone, an engine error fails the batch it happened in, and the loop keeps
+serving. At `stop(close_engine=True)` the thread closes the engine itself, after its last turn.
 
 Pure Python over two small protocols (`EngineLike`, `GenerationLike`), so it is tested without
 Celery, Redis or a GPU. It records the worker's metrics (worker/metrics.py) where it calls the sinks,
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gpu.errors import KVCacheFull
+from gpu.runner import advance, decode_rows
 
 from .errors import ContextTooLong, DeadlineExceeded, InvalidJob, SchedulerClosed
 from .joblog import JobLogger, job_logger
@@ -40,6 +43,7 @@ class EngineLike(Protocol):
     def free(self, slot: int) -> None: ...
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> Any: ...  # [B, vocab]
     def decode(self, slots: list[int], token_ids: list[int]) -> Any: ...  # [B, vocab]
+    def close(self) -> None: ...
 
 
 class StepLike(Protocol):
@@ -50,7 +54,11 @@ class StepLike(Protocol):
 
 
 class GenerationLike(Protocol):
+    """What `advance` needs (gpu.generation.Generation); `accept` and the device-sampling attributes
+    (`device_sampleable`, ...) only where `decode_rows` hands the generation an engine-picked token."""
+
     def step(self, logits_row: Any) -> StepLike: ...
+    def fail(self, message: str) -> StepLike: ...
     def cancel(self) -> StepLike: ...  # ends it between steps, releasing held-back text
 
 
@@ -115,6 +123,7 @@ class Scheduler:
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._closed = False
+        self._close_engine = False
         self._thread: threading.Thread | None = None
 
     # ---- outside the scheduler thread
@@ -140,14 +149,36 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="orcd-scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, *, close_engine: bool = False) -> None:
+        """End the loop after its current turn; with ``close_engine`` the engine is closed too, on the
+        scheduler's thread (the one that drove it), or here if the thread never started."""
         with self._wake:
             self._closed = True
+            self._close_engine = close_engine
             self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._thread is None:
+            if close_engine:
+                self._close()
+            return
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.error("scheduler thread still busy after %.1f s; it stops (closing the engine if asked) "
+                         "when its turn ends", timeout_s)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self._close_engine:
+                self._close()
+
+    def _close(self) -> None:
+        try:
+            self.engine.close()
+        except Exception:
+            logger.exception("closing the engine failed")
+
+    def _serve(self) -> None:
         while not self._closed:
             try:
                 busy = self.run_once()
@@ -269,25 +300,27 @@ class Scheduler:
             return
         self.metrics.engine_step("prefill", time.perf_counter() - t0)
         self._running.extend(admitted)
-        self._advance(admitted, logits)  # [B, vocab]
+        self._advance(admitted, logits)  # [B, vocab]: first tokens are sampled here
 
     def _decode(self) -> None:
         batch = list(self._running)
         t0 = time.perf_counter()
         try:
-            logits = self.engine.decode([r.slot for r in batch], [r.last_token for r in batch])
+            rows = decode_rows(self.engine, [r.slot for r in batch], [r.last_token for r in batch],
+                               [r.generation for r in batch])
         except Exception as exc:
             logger.exception("decode of %d jobs failed (%s)", len(batch), _ids(batch))
             self._fail_all(batch, exc)
             return
         self.metrics.engine_step("decode", time.perf_counter() - t0)
-        self._advance(batch, logits)  # [B, vocab]
+        self._advance(batch, rows)
 
-    def _advance(self, batch: list[_Running], logits: Any) -> None:
+    def _advance(self, batch: list[_Running], rows: Any) -> None:
+        """Each job's row (logits [vocab], or a token the engine picked) through its generation."""
         now = self.clock()
-        for running, row in zip(batch, logits, strict=True):
+        for running, row in zip(batch, rows, strict=True):
             try:
-                result = running.generation.step(row)
+                result = advance(running.generation, row)
             except Exception as exc:
                 running.request.log.exception("generation step failed")
                 self._retire(running)
