@@ -113,7 +113,7 @@ class Scheduler:
                  on_turn: Callable[[], None] = lambda: None, metrics: WorkerMetrics | None = None) -> None:
         self.engine = engine
         self.metrics = metrics or WorkerMetrics()
-        self.on_turn = on_turn  # after each turn of the thread (the publisher's cue to write)
+        self.on_turn = on_turn  # after each prefill and each turn (the publisher's cue to write)
         self.cancelled = cancelled
         self.clock = clock
         self.step_delay_s = step_delay_s
@@ -204,6 +204,7 @@ class Scheduler:
         admitted = self._admit()
         if admitted:
             self._prefill(admitted)
+            _call(self.on_turn)  # first tokens go out now, not after the decode step below
         if self._running:
             self._decode()
             if self.step_delay_s:

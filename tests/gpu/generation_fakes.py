@@ -141,3 +141,36 @@ class FakeEngine:
             self.tokens[slot].extend(int(t) for t in chunk)
             rows.append(self.logits_fn(self.tokens[slot]))
         return np.stack(rows)  # [B, vocab]
+
+
+class DeviceSamplingEngine:
+    """An engine with ``decode_mixed`` (as CudaEngine's) over another: device rows' tokens are picked by
+    ``gpu.sampling.Sampler`` after the bans, -1 on a sampling failure; ``mixed_calls`` records, per call,
+    which rows were left to the host (True)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.mixed_calls: list[list[bool]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def decode_mixed(self, slots, token_ids, params_list, steps, histories, banned=None):
+        from gpu.errors import SamplingError
+        from gpu.sampling import Sampler
+
+        logits = self.inner.decode(slots, token_ids)  # [B, vocab]
+        host = [p is None for p in params_list]
+        self.mixed_calls.append(host)
+        ids = np.full(len(slots), -1, dtype=np.int32)  # [B]
+        for i, params in enumerate(params_list):
+            if params is None:
+                continue
+            assert params.seed is not None and not (params.logit_bias or params.ignore_eos or params.logprobs)
+            row = logits[i].copy()  # [vocab]
+            row[list(banned[i] if banned else ())] = -np.inf
+            try:
+                ids[i] = Sampler(params).sample(row, histories[i], steps[i])
+            except SamplingError:
+                pass
+        return ids, (logits if any(host) else None)

@@ -184,3 +184,39 @@ def test_real_tokenizer_eog_and_chat_prompt(smollm2_tokenizer):
     row[tok.eos_id] = 10.0
     result = gen.step(row)
     assert tok.is_eog(tok.eos_id) and (result.text, result.finish_reason) == ("", "stop")
+
+
+@pytest.mark.parametrize("update, script", [
+    ({"stop": ["lo wo"]}, ids("Hello world")),  # stop string across tokens
+    ({"max_tokens": 4}, ids("Hello world")),  # length
+    ({"stop_token_ids": [ord("o")]}, ids("Hello world")),  # stop id
+    ({}, [ord("a"), 0xC3, 0xA9, EOS, ord("b")]),  # split UTF-8, then end of generation
+])
+def test_accept_of_the_sampled_token_equals_step(update, script):
+    params = GREEDY.model_copy(update=update)
+    stepped, accepted = Generation([BOS, 1], params, TOK), Generation([BOS, 1], params, TOK)
+    want = run_script(stepped, script)
+    got = []
+    for token_id in script:
+        got.append(accepted.accept(token_id))
+        if got[-1].finish_reason:
+            break
+    assert got == want
+    assert (accepted.output_ids, accepted.history, accepted.text) == (
+        stepped.output_ids, [BOS, 1] + stepped.output_ids, stepped.text)
+    with pytest.raises(GenerationError, match="already finished"):
+        accepted.accept(ord("x"))
+
+
+def test_what_a_device_sampler_gets():
+    plain = Generation([BOS, 1], SamplingParams(seed=None, penalty_last_n=3), TOK)
+    assert plain.device_sampleable and plain.banned_ids == ()
+    assert plain.device_params == plain.params and plain.device_params.seed == plain.seed
+    plain.accept(ord("a"))
+    assert (plain.n_generated, plain.history) == (1, [BOS, 1, ord("a")])
+    no_eos = Generation([BOS], SamplingParams(seed=3, ignore_eos=True), TOK)
+    assert no_eos.device_sampleable and no_eos.banned_ids == (EOS,)
+    assert no_eos.device_params == no_eos.params.model_copy(update={"ignore_eos": False})
+    for update in ({"logprobs": 1}, {"logit_bias": {5: 1.0}}):
+        host = Generation([BOS], SamplingParams(**update), TOK)
+        assert not host.device_sampleable and host.device_params is None

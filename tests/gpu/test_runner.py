@@ -8,7 +8,15 @@ import pytest
 from gpu.errors import ContextOverflow
 from gpu.params import SamplingParams
 from gpu.runner import GenerationRequest, Timings, encode_prompt, generate, generate_batch
-from tests.gpu.generation_fakes import BOS, EOS, ByteTokenizer, FakeEngine, hashed_logits, scripted_logits
+from tests.gpu.generation_fakes import (
+    BOS,
+    EOS,
+    ByteTokenizer,
+    DeviceSamplingEngine,
+    FakeEngine,
+    hashed_logits,
+    scripted_logits,
+)
 
 TOK = ByteTokenizer()
 SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
@@ -119,6 +127,65 @@ def test_cancel_between_steps():
     results = [r for _, r in generate_batch(engine, TOK, [request])]
     assert [r.finish_reason for r in results] == [None, None, None, "cancelled"]
     assert results[-1].token_id is None and engine.tokens == {}
+
+
+def _run_batch(engine, requests) -> dict[int, list[tuple]]:
+    got: dict[int, list[tuple]] = {}
+    for index, r in generate_batch(engine, TOK, requests):
+        got.setdefault(index, []).append((r.token_id, r.text, r.logprobs, r.finish_reason, r.error))
+    return got
+
+
+MIXED = [SAMPLED,  # device
+         SAMPLED.model_copy(update={"temperature": 0.0, "repetition_penalty": 1.3}),  # device, greedy
+         SAMPLED.model_copy(update={"seed": 5, "ignore_eos": True, "frequency_penalty": 0.5}),  # device, bans
+         SAMPLED.model_copy(update={"seed": 6, "logprobs": 2}),  # host: logprobs
+         SAMPLED.model_copy(update={"seed": 7, "logit_bias": {65: 4.0}})]  # host: logit bias
+
+
+def test_device_sampled_rows_give_the_host_samplers_tokens():
+    requests = [GenerationRequest(p, params) for p, params in zip(prompts(5), MIXED, strict=True)]
+    want = _run_batch(FakeEngine(hashed_logits(TOK.vocab_size)), requests)
+    engine = DeviceSamplingEngine(FakeEngine(hashed_logits(TOK.vocab_size)))
+    assert _run_batch(engine, requests) == want
+    assert engine.mixed_calls[0] == [False, False, False, True, True]  # one call: 3 device rows, 2 host
+    assert len(engine.mixed_calls) == max(len(want[i]) for i in range(3)) - 1  # while a device row runs
+    assert all(c == "decode" for c, _ in engine.inner.calls[1:]) and engine.inner.tokens == {}
+    assert sum(len(steps) for steps in want.values()) > 5 * 3  # really decoded a while
+
+
+def test_device_sampled_request_is_the_same_alone_and_among_host_rows():
+    target = GenerationRequest([BOS] + list(b"the same request"), SAMPLED)
+    alone = _run_batch(DeviceSamplingEngine(FakeEngine(hashed_logits(TOK.vocab_size))), [target])[0]
+    others = [GenerationRequest(p, MIXED[3 + i % 2]) for i, p in enumerate(prompts(6))]
+    engine = DeviceSamplingEngine(FakeEngine(hashed_logits(TOK.vocab_size)))
+    assert _run_batch(engine, others[:3] + [target] + others[3:])[3] == alone
+    assert [host[3] for host in engine.mixed_calls] == [False] * len(engine.mixed_calls)
+
+
+def test_batches_without_a_device_row_decode_logits_only():
+    requests = [GenerationRequest(p, MIXED[3]) for p in prompts(3)]
+    engine = DeviceSamplingEngine(FakeEngine(hashed_logits(TOK.vocab_size)))
+    want = _run_batch(FakeEngine(hashed_logits(TOK.vocab_size)), requests)
+    assert _run_batch(engine, requests) == want
+    assert engine.mixed_calls == [] and ("decode", [0, 1, 2]) in engine.inner.calls
+
+
+def test_a_device_row_that_cannot_be_sampled_fails_alone():
+    good = hashed_logits(TOK.vocab_size)
+
+    def model(tokens: list[int]) -> np.ndarray:
+        row = good(tokens)
+        if tokens[1] == ord("x") and len(tokens) > 3:  # NaN from the second decode on
+            row[7] = np.nan
+        return row
+
+    requests = [GenerationRequest([BOS, ord("x")], SAMPLED), GenerationRequest([BOS, ord("y")], SAMPLED)]
+    want = _run_batch(FakeEngine(model), requests)
+    got = _run_batch(DeviceSamplingEngine(FakeEngine(model)), requests)
+    assert got[1] == want[1] and got[0][:-1] == want[0][:-1]
+    assert got[0][-1] == (None, "", None, "error", "NaN/+inf logits or no finite logit to sample at step 2")
+    assert want[0][-1][3] == "error" and len(got[0]) == 3
 
 
 def test_encode_prompt_plain_and_chat():

@@ -220,3 +220,78 @@ def test_log_lines_about_a_job_carry_its_id_and_correlation_id(caplog):
         "job wait cid req-2: finished (cancelled) after 0 tokens"]
     assert {(r.job_id, r.correlation_id) for r in caplog.records} == {
         ("run", "req-1"), ("wait", "req-2"), ("empty", "-")}
+
+
+class ClosingEngine(FakeEngine):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.closed_on: list[str] = []
+
+    def close(self) -> None:
+        self.calls.append(("close", []))
+        self.closed_on.append(threading.current_thread().name)
+
+
+def test_stop_closes_the_engine_on_the_scheduler_thread_after_its_last_step():
+    engine = ClosingEngine(max_batch=2)
+    scheduler = Scheduler(engine)
+    scheduler.start()
+    done = threading.Event()
+
+    class Sink(RecordingSink):
+        def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
+            done.set()
+
+    scheduler.submit(request("a", [1], 3, Sink()))
+    assert done.wait(5.0)
+    scheduler.stop(close_engine=True)
+    assert engine.closed_on == ["orcd-scheduler"]
+    assert engine.calls == [("prefill", [0]), ("decode", [0]), ("decode", [0]), ("close", [])]
+
+
+def test_stop_leaves_the_engine_open_unless_asked_and_closes_here_without_a_thread():
+    running, idle = ClosingEngine(), ClosingEngine()
+    scheduler = Scheduler(running)
+    scheduler.start()
+    scheduler.stop()
+    assert running.closed_on == []
+    Scheduler(idle).stop(close_engine=True)
+    assert idle.closed_on == [threading.current_thread().name]
+
+
+def test_first_tokens_are_announced_before_the_decode_step():
+    engine = FakeEngine(max_batch=2)
+    seen: list[tuple] = []
+    sink = RecordingSink()
+    scheduler = Scheduler(engine, on_turn=lambda: seen.append((list(engine.calls), list(sink.log))))
+    scheduler.submit(request("a", [1], 3, sink))
+    scheduler.run_once()
+    assert seen == [([("prefill", [0])], [("started",), ("step", 2, "c")])]
+    assert engine.calls[-1] == ("decode", [0])
+
+
+def test_decode_goes_through_the_engines_device_sampling():
+    from gpu.generation import Generation
+    from gpu.params import SamplingParams
+    from tests.gpu.generation_fakes import BOS, ByteTokenizer, DeviceSamplingEngine, hashed_logits
+    from tests.gpu.generation_fakes import FakeEngine as LogitsEngine
+
+    tok = ByteTokenizer()
+    params = [SamplingParams(max_tokens=6, seed=11 + i, ignore_eos=True, logprobs=i % 2) for i in range(4)]
+
+    def serve(engine) -> list[RecordingSink]:
+        scheduler = Scheduler(engine)
+        sinks = [RecordingSink() for _ in params]
+        for i, (p, sink) in enumerate(zip(params, sinks, strict=True)):
+            prompt = [BOS, 40 + i]
+            scheduler.submit(Request(job_id=f"j{i}", prompt_ids=prompt, max_tokens=6, sink=sink,
+                                     new_generation=lambda p=p, prompt=prompt: Generation(prompt, p, tok)))
+        drain(scheduler)
+        return sinks
+
+    want = serve(LogitsEngine(hashed_logits(tok.vocab_size), max_batch=4))
+    engine = DeviceSamplingEngine(LogitsEngine(hashed_logits(tok.vocab_size), max_batch=4))
+    got = serve(engine)
+    assert [s.log for s in got] == [s.log for s in want]
+    assert [len(s.tokens) for s in got] == [6] * 4
+    assert engine.mixed_calls == [[False, True, False, True]] * 5  # jobs 1 and 3 want logprobs
