@@ -35,6 +35,7 @@ __all__ = ["CudaEngine", "device_count"]
 PREFILL_CHUNK = 512  # tokens per prefill forward (longer prompts run in several)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 NEG_INF_F32 = 0xFF800000  # the bits of float32 -inf
+_memset_2d = getattr(cuda, "memset_d2d32_async", None)  # cuMemsetD2D32Async: one call per ban rectangle
 
 
 class CudaEngine(Engine):
@@ -54,7 +55,7 @@ class CudaEngine(Engine):
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
         self._sample_host = None  # decode_sample: pack_params' arrays for this step
-        self._bans: list[tuple[int, int]] = []  # decode_mixed: (row, id) set to -inf before sampling
+        self._bans: list[tuple[int, int, int, int]] = []  # decode_mixed: ban_rectangles set to -inf
         self._keep_logits = False  # decode_mixed: copy the raw logits to host_logits too
         i32 = np.int32
         self.sample_bufs = {"fparams": rt.empty((max_batch, 6), np.float64, "sampling"),
@@ -141,10 +142,10 @@ class CudaEngine(Engine):
             raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
         if banned is not None and len(banned) != len(slots):
             raise InvalidInput(f"{len(slots)} slots but {len(banned)} banned-id lists")
-        bans = [(row, int(t)) for row, ids in enumerate(banned or ()) for t in ids]
-        bad = [t for _, t in bans if not 0 <= t < self.config.vocab_size]
+        bad = [t for ids in banned or () for t in ids if not 0 <= t < self.config.vocab_size]
         if bad:
             raise InvalidInput(f"banned id {bad[0]} outside [0, {self.config.vocab_size})")
+        bans = ban_rectangles(banned or [])
         self._sample_host, self._bans, self._keep_logits = host, bans, keep_logits
         try:
             return self.decode(slots, token_ids)
@@ -183,10 +184,14 @@ class CudaEngine(Engine):
                 logits = self.forward.logits[:n]
                 if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
                     cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
-                vocab = self.config.vocab_size
-                for row, token in self._bans:  # stream-ordered after the forward, before the sampler
-                    cuda.memset_d32_async(int(logits.gpudata) + 4 * (row * vocab + token), NEG_INF_F32, 1,
-                                          self.rt.stream)
+                pitch = 4 * self.config.vocab_size  # bytes per logits row
+                for row, n_rows, token, width in self._bans:  # stream-ordered: after the forward, before
+                    dest = int(logits.gpudata) + row * pitch + 4 * token  # the sampler
+                    if _memset_2d is not None:
+                        _memset_2d(dest, pitch, NEG_INF_F32, width, n_rows, self.rt.stream)
+                    else:
+                        for r in range(n_rows):
+                            cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, self.rt.stream)
                 views = copy_params(self.rt, self.sample_bufs, self._sample_host)
                 ids = self.sample_bufs["ids"][:n]
                 sample(self.rt, ids, logits, *views)
@@ -251,6 +256,26 @@ class _engine_errors:
                 raise OutOfMemory(f"{self.what} of slots {self.slots}: {exc}") from exc
             raise EngineError(f"{self.what} of slots {self.slots}: CUDA error: {exc}") from exc
         return False
+
+
+def ban_rectangles(banned) -> list[tuple[int, int, int, int]]:
+    """(first row, rows, first id, ids) rectangles that cover exactly each row's banned ids: rows in a
+    run with the same set share them, consecutive ids share one (ignore_eos bans one set everywhere)."""
+    out, row = [], 0
+    while row < len(banned):
+        ids = sorted(set(banned[row]))
+        end = row + 1
+        while end < len(banned) and sorted(set(banned[end])) == ids:
+            end += 1
+        i = 0
+        while i < len(ids):
+            j = i + 1
+            while j < len(ids) and ids[j] == ids[j - 1] + 1:
+                j += 1
+            out.append((row, end - row, ids[i], j - i))
+            i = j
+        row = end
+    return out
 
 
 def estimate_bytes(gguf, config, operand_size: int, max_batch: int, max_context: int) -> int:

@@ -140,3 +140,32 @@ def test_context_is_current_on_no_thread_and_another_thread_closes_it(tmp_path):
     thread.join(60)
     assert seen == [None]  # closed there, and popped off that thread's stack
     assert cuda.Context.get_current() == before
+
+
+def test_decode_mixed_bans_and_host_rows_match_decode(model):
+    """Two copies of four sequences: `decode` gives the logits, `decode_mixed` with greedy rows under
+    bans (a shared set over rows 0-2, runs of ids included) must pick the argmax of the banned logits,
+    and return the host row's logits as `decode` does."""
+    from gpu.params import SamplingParams
+
+    engine, _ = model
+    prompts = _prompts(4, 4)
+    plain, mixed = [engine.alloc() for _ in prompts], [engine.alloc() for _ in prompts]
+    try:
+        engine.prefill(plain, prompts)
+        engine.prefill(mixed, prompts)
+        want = engine.decode(plain, [7, 8, 9, 10])  # [4, vocab]
+        top = {int(np.argmax(want[i])) for i in range(3)}
+        shared = tuple(sorted(top | {40, 41, 42, 43, 100}))
+        banned = [shared, shared, shared, ()]
+        greedy = SamplingParams(temperature=0.0, seed=1, penalty_last_n=0)
+        ids, logits = engine.decode_mixed(mixed, [7, 8, 9, 10], [greedy, greedy, greedy, None], [0] * 4,
+                                          [[], [], [], []], banned)
+        expected = want[:3].copy()
+        expected[:, list(shared)] = -np.inf
+        assert ids.tolist() == [*np.argmax(expected, axis=1).tolist(), -1]
+        assert all(int(ids[i]) not in top for i in range(3))
+        np.testing.assert_allclose(logits[3], want[3], rtol=0, atol=1e-4)
+    finally:
+        for slot in plain + mixed:
+            engine.free(slot)
