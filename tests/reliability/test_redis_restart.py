@@ -4,8 +4,9 @@ survive and reconnect, fresh jobs (client and HTTP) finish, a submit during the 
 `BrokerUnavailable`, the open streams reconnect by themselves, and the interrupted jobs end clearly
 when followed again: done when the data survived, `JobNotFound` or `StreamGap` at once when it did not.
 
-The kombu 5.7.0 reconnect race still kills the Celery consumer of an idle worker on most runs; `orcd
-worker` now starts a fresh one in process (worker/supervise.py), so no worker process may die here.
+The kombu 5.7.0 reconnect race can still kill the Celery consumer of a worker with free task slots
+(it did in 8 of 8 such consumers in bench/redis_restart.py --jobs 4); `orcd worker` now starts a
+fresh one in process (worker/supervise.py), so no worker process may die here.
 """
 
 from __future__ import annotations
