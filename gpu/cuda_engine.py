@@ -5,7 +5,11 @@
 time and bytes per parameter. Prefill runs one sequence at a time in chunks of `PREFILL_CHUNK` tokens
 (tensor-core GEMMs, tiled causal attention); decode runs the whole batch in one step, padded to a
 bucket size whose CUDA graph is captured on first use. KV slot `max_batch` is a scratch slot that
-the padding rows write to. Only this module and what it imports touch PyCUDA.
+the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens on the GPU
+(only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler). After
+`load` the context is current on no thread: each call pushes it (`rt.activate`), so the thread that
+drives the engine may be another than the loader's, and `close` on that thread destroys it. Only this
+module and what it imports touch PyCUDA.
 """
 
 from __future__ import annotations
