@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import redis as redis_lib
-
 
 class JobError(Exception):
     """Root of every error about one job."""
@@ -67,11 +65,8 @@ class SettingsError(WorkerError):
     """Invalid settings; the message names the setting (and its ORCD_* variable)."""
 
 
-class BrokerUnavailable(WorkerError, redis_lib.ConnectionError):
-    """Redis (or the embedded Valkey server) cannot be reached or started.
-
-    Also a ``redis.exceptions.ConnectionError``, so code written against the raw error the client
-    used to raise (the gateway maps `RedisError` to 503) still catches it."""
+class BrokerUnavailable(WorkerError):
+    """Redis (or the embedded Valkey server) cannot be reached or started."""
 
 
 class SchedulerClosed(WorkerError):

@@ -43,7 +43,7 @@ class RedisBackend:
     async def _call(self, fn, *args, executor=None):
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-        except redis_lib.RedisError as exc:
+        except (redis_lib.RedisError, errors.BrokerUnavailable) as exc:
             raise BrokerUnavailable(f"broker unavailable: {exc}", code="broker_unavailable") from exc
 
     async def submit(self, job: Job) -> None:
@@ -62,7 +62,7 @@ class RedisBackend:
                 yield JobEvent(event.seq, event.type, event.model_dump(mode="json"))
         except errors.JobNotFound as exc:
             raise NotFound(str(exc), param="job_id", code="job_not_found") from exc
-        except redis_lib.RedisError as exc:
+        except (redis_lib.RedisError, errors.BrokerUnavailable) as exc:
             raise BrokerUnavailable(f"job {job_id}: broker unavailable while streaming: {exc}") from exc
 
     async def cancel(self, job_id: str) -> str:

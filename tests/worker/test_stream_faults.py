@@ -10,7 +10,6 @@ import time
 
 import fakeredis
 import pytest
-import redis as redis_lib
 
 from worker import keys
 from worker.client import Client
@@ -93,9 +92,22 @@ def test_submit_to_an_unreachable_redis_is_broker_unavailable():
         client.submit(job)
     assert str(info.value) == ("job j1: submit: Redis does not answer: "
                                "FakeRedis is emulating a connection error.")
-    assert isinstance(info.value, redis_lib.ConnectionError)  # what the gateway maps to 503
     with pytest.raises(BrokerUnavailable, match="job j1: status: Redis does not answer"):
         client.status("j1")
+
+
+def test_the_gateway_answers_503_for_the_clients_broker_unavailable():
+    from worker.gateway_errors import BrokerUnavailable as GatewayBrokerUnavailable
+    from worker.gateway_redis import RedisBackend
+
+    def submit():
+        raise BrokerUnavailable("job j1: submit: Redis does not answer")
+
+    backend = RedisBackend.__new__(RedisBackend)  # _call needs no connection
+    with pytest.raises(GatewayBrokerUnavailable) as info:
+        asyncio.run(backend._call(submit))
+    assert info.value.status == 503
+    assert "job j1: submit: Redis does not answer" in str(info.value)
 
 
 def test_stream_reconnects_and_resumes_after_its_last_seq():
