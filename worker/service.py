@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -137,6 +138,7 @@ class WorkerService:
         from gpu.engine import load_engine
         from tokenizer import load_tokenizer
 
+        sys.setswitchinterval(settings.gil_switch_us / 1e6)  # the scheduler waits on the GPU GIL-free
         path = resolve_model(settings.model)
         tokenizer = load_tokenizer(path)
         engine = load_engine(path, backend=settings.backend, max_batch=settings.max_batch,

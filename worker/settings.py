@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     worker_name: str | None = Field(None, description="default <model-name>-gpu<N>@<host>-<pid>")
     step_delay_ms: float = Field(0.0, ge=0.0, description="debug: sleep between decode steps (slow GPU)")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics of the worker; 0 = off")
+    gil_switch_us: int = Field(200, ge=50, le=10000, description="the worker process's GIL switch interval "
+                               "(sys.setswitchinterval): short, so the scheduler thread gets the GIL back "
+                               "soon after each GPU wait (docs/queue.md)")
 
     @model_validator(mode="after")
     def _visibility_covers_attempt(self) -> Settings:
