@@ -44,6 +44,8 @@ Sender = Callable[[Job, str, int], None]  # (job, queue, celery priority)
 
 logger = logging.getLogger(__name__)
 
+MAX_CONNECTIONS = 4096  # one per stream followed at once (each blocks on its own connection)
+
 # what an unreachable broker raises: redis-py's own errors, kombu's when Celery publishes
 _UNREACHABLE = (redis_lib.ConnectionError, redis_lib.TimeoutError, OperationalError)
 
@@ -135,7 +137,8 @@ class Client:
             self.settings = self.settings.model_copy(update={"redis_url": redis_url})
         if redis is None and not self.settings.redis_url:
             raise SettingsError("Client needs a Redis URL (ORCD_REDIS_URL or redis_url=)")
-        self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url)
+        self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url,
+                                                       max_connections=MAX_CONNECTIONS)
         self._send = sender or celery_sender(self.settings)
         self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
         self._aredis: Any = None
@@ -211,7 +214,8 @@ class Client:
 
         loop = asyncio.get_running_loop()
         if self._aredis is None or self._aredis[0] is not loop:
-            self._aredis = (loop, aredis.Redis.from_url(self.settings.redis_url))
+            self._aredis = (loop, aredis.Redis.from_url(self.settings.redis_url,
+                                                            max_connections=MAX_CONNECTIONS))
         retry = Reconnect(job_id, self.reconnect_s)
         while True:
             try:
