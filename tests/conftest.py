@@ -53,6 +53,21 @@ def vocab_dir() -> Path:
     return assets.fetch_vocab_tests()
 
 
+@pytest.fixture(scope="session")
+def vocab_tokenizer(vocab_dir):
+    """`vocab_tokenizer(name)`: the tokenizer of ggml-vocab-<name>.gguf, built once."""
+    from tokenizer import Tokenizer, load_tokenizer
+
+    built: dict[str, Tokenizer] = {}
+
+    def get(name: str) -> Tokenizer:
+        if name not in built:
+            built[name] = load_tokenizer(vocab_dir / f"ggml-vocab-{name}.gguf")
+        return built[name]
+
+    return get
+
+
 REDIS_TEST_URL = os.environ.get("ORCD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 

@@ -29,13 +29,6 @@ def rt(request):
     runtime.close()
 
 
-@pytest.fixture
-def rng():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")  # shown on failure: the draw can be replayed
-    return np.random.default_rng(seed)
-
-
 def rel_err(out, want) -> float:
     assert np.isfinite(out).all(), "NaN/inf in output: an element was not written"
     return float(np.linalg.norm(out.astype(np.float64) - want) / np.linalg.norm(want))

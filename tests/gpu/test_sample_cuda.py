@@ -40,13 +40,6 @@ def rt():
     runtime.close()
 
 
-@pytest.fixture
-def rng():
-    seed = int(np.random.SeedSequence().entropy % 2**32)
-    print(f"seed {seed}")  # shown on failure: the draw can be replayed
-    return np.random.default_rng(seed)
-
-
 def gpu_sample(rt, logits, params_list, steps, histories, with_draws=False):
     """Token ids [B] (and the kernel's uniforms [B]) for host logits [B, vocab]."""
     from gpu.ops.sample import pack_params, sample

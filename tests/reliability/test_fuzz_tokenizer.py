@@ -22,23 +22,10 @@ from tests.reliability.text_fuzz import (
     random_text,
     specials_of,
 )
-from tokenizer import Tokenizer, load_tokenizer
 from tokenizer.chat import ChatTemplate
 from tokenizer.errors import TemplateError, TokenIdError
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module")
-def vocab_tokenizer(vocab_dir):
-    built: dict[str, Tokenizer] = {}
-
-    def get(name: str) -> Tokenizer:
-        if name not in built:
-            built[name] = load_tokenizer(vocab_dir / f"ggml-vocab-{name}.gguf")
-        return built[name]
-
-    return get
 
 
 @pytest.mark.parametrize("name", VOCAB_NAMES)

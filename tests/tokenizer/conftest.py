@@ -36,19 +36,6 @@ def vocab_cases(vocab_dir):
 
 
 @pytest.fixture(scope="session")
-def vocab_tokenizer(vocab_dir):
-    """`vocab_tokenizer(name)`: the tokenizer of ggml-vocab-<name>.gguf, built once."""
-    built: dict[str, Tokenizer] = {}
-
-    def get(name: str) -> Tokenizer:
-        if name not in built:
-            built[name] = load_tokenizer(vocab_dir / f"ggml-vocab-{name}.gguf")
-        return built[name]
-
-    return get
-
-
-@pytest.fixture(scope="session")
 def qwen2(vocab_tokenizer) -> Tokenizer:
     return vocab_tokenizer("qwen2")
 

@@ -1,0 +1,14 @@
+"""Fixtures shared by the GPU tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh random generator per test; its seed is printed so a failure can be replayed."""
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"seed {seed}")  # shown on failure: the draw can be replayed
+    return np.random.default_rng(seed)
