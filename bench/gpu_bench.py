@@ -67,6 +67,14 @@ def record(out: Path, **row) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def record_decode(out: Path, engine: str, model: str, batch: int, dt: float, step_ms: bool = False) -> None:
+    """One decode row: `batch` sequences × STEPS steps took `dt` seconds."""
+    row = dict(section="decode", engine=engine, model=model, batch=batch, tok_s=round(batch * STEPS / dt, 1))
+    if step_ms:
+        row["step_ms"] = round(1e3 * dt / STEPS, 3)
+    record(out, **row)
+
+
 def copy_bandwidth() -> float:
     """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10)."""
     import pycuda.autoprimaryctx  # noqa: F401  (a context for this measurement only)
@@ -118,28 +126,12 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         for _ in range(STEPS):  # the engine API: logits [B, vocab] to the host, argmax there
             ids = eng.decode(slots, ids).argmax(axis=1).tolist()
         dt = time.perf_counter() - t0
-        record(
-            out,
-            section="decode",
-            engine="orcd",
-            model=name,
-            batch=batch,
-            tok_s=round(batch * STEPS / dt, 1),
-            step_ms=round(1e3 * dt / STEPS, 3),
-        )
+        record_decode(out, "orcd", name, batch, dt, step_ms=True)
         t0 = time.perf_counter()
         for _ in range(STEPS):  # greedy picked on the GPU: only token ids come back
             ids = eng.decode_greedy(slots, ids).tolist()
         dt = time.perf_counter() - t0
-        record(
-            out,
-            section="decode",
-            engine="orcd-greedy-gpu",
-            model=name,
-            batch=batch,
-            tok_s=round(batch * STEPS / dt, 1),
-            step_ms=round(1e3 * dt / STEPS, 3),
-        )
+        record_decode(out, "orcd-greedy-gpu", name, batch, dt, step_ms=True)
         params = [SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=i) for i in slots]
         histories = [[t] for t in ids]  # output so far (penalties are off at these parameters)
         ids = eng.decode_sample(slots, ids, params, [0] * batch, histories).tolist()  # warm-up (compile)
@@ -149,15 +141,7 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
             for h, t in zip(histories, ids, strict=True):
                 h.append(t)
         dt = time.perf_counter() - t0
-        record(
-            out,
-            section="decode",
-            engine="orcd-sampled-gpu",
-            model=name,
-            batch=batch,
-            tok_s=round(batch * STEPS / dt, 1),
-            step_ms=round(1e3 * dt / STEPS, 3),
-        )
+        record_decode(out, "orcd-sampled-gpu", name, batch, dt, step_ms=True)
         if batch in (1, 64):
             profile_step(out, name, eng, batch)
         for s in slots:
@@ -197,7 +181,7 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         for _ in range(STEPS):
             ids = eng.decode_greedy([slot], ids).tolist()
         dt = time.perf_counter() - t0
-        record(out, section="decode", engine=label, model=name, batch=1, tok_s=round(STEPS / dt, 1))
+        record_decode(out, label, name, 1, dt)
         eng.close()
         gemv.PIPELINE_MAX_M = default
 
@@ -263,7 +247,7 @@ def bench_llama_cpp(out: Path, name: str, path: Path, variant: int = 0) -> None:
     for _ in range(STEPS):
         llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
     dt = time.perf_counter() - t0
-    record(out, section="decode", engine=label, model=name, batch=1, tok_s=round(STEPS / dt, 1))
+    record_decode(out, label, name, 1, dt)
     prompt = rng.integers(0, vocab, PREFILL).tolist()
     times = []
     for _ in range(4):
@@ -326,14 +310,7 @@ def bench_hf(out: Path, name: str, spec: dict) -> None:
             model.generate(ids, **kw)
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        record(
-            out,
-            section="decode",
-            engine="hf-eager-bf16",
-            model=name,
-            batch=batch,
-            tok_s=round(batch * STEPS / dt, 1),
-        )
+        record_decode(out, "hf-eager-bf16", name, batch, dt)
     ids = torch.randint(0, spec["vocab_size"], (1, PREFILL), device="cuda")
     with torch.no_grad():
         model(ids)
