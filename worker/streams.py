@@ -160,6 +160,20 @@ def _accepted(tracker: SeqTracker, job_id: str, events: Sequence[Event]) -> list
     return [event for event in events if not tracker.ended and tracker.accept(event) == "next"]
 
 
+def _live(tracker: SeqTracker, message: dict | None) -> list[Event] | None:
+    """What a pub/sub `message` gives the reader: ``[event]`` to deliver, ``[]`` (a duplicate, or not a
+    message), or None: read the log after `tracker.last` (a gap, or no message within the poll)."""
+    if message is None:
+        return None
+    if message["type"] != "message":
+        return []
+    event = parse_event(message["data"])
+    verdict = tracker.accept(event)
+    if verdict == "gap":
+        return None
+    return [event] if verdict == "next" else []
+
+
 def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: float | None = None,
            poll_s: float = 1.0) -> Iterator[Event]:
     """Every event of the job with seq > `after`, once each and in order, until done/error; nothing
@@ -179,16 +193,8 @@ def follow(client: redis_lib.Redis, job_id: str, after: int = 0, *, timeout_s: f
         yield from _accepted(tracker, job_id, backlog)
         last_news = time.monotonic()
         while not tracker.ended:
-            message = pubsub.get_message(timeout=poll_s)
-            fresh: list[Event] = []
-            if message is not None and message["type"] == "message":
-                event = parse_event(message["data"])
-                verdict = tracker.accept(event)
-                if verdict == "next":
-                    fresh = [event]
-                elif verdict == "gap":
-                    fresh = _accepted(tracker, job_id, read_log(client, job_id, tracker.last))
-            elif message is None:
+            fresh = _live(tracker, pubsub.get_message(timeout=poll_s))
+            if fresh is None:
                 fresh = _accepted(tracker, job_id, read_log(client, job_id, tracker.last))
             if fresh:
                 last_news = time.monotonic()
@@ -218,16 +224,8 @@ async def afollow(client, job_id: str, after: int = 0, *, timeout_s: float | Non
             yield event
         last_news = time.monotonic()
         while not tracker.ended:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s)
-            fresh: list[Event] = []
-            if message is not None and message["type"] == "message":
-                event = parse_event(message["data"])
-                verdict = tracker.accept(event)
-                if verdict == "next":
-                    fresh = [event]
-                elif verdict == "gap":
-                    fresh = _accepted(tracker, job_id, await _aread_log(client, job_id, tracker.last))
-            elif message is None:
+            fresh = _live(tracker, await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s))
+            if fresh is None:
                 fresh = _accepted(tracker, job_id, await _aread_log(client, job_id, tracker.last))
             if fresh:
                 last_news = time.monotonic()
