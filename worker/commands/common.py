@@ -67,3 +67,12 @@ def sampling_params_from_args(args: argparse.Namespace) -> SamplingParams:
         flag = SAMPLING_FLAGS.get(str(err["loc"][0]), str(err["loc"][0]))
         print(f"orcd: invalid {flag} {given.get(err['loc'][0])!r}: {err['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def read_prompt(args: argparse.Namespace, command: str) -> str | None:
+    """The PROMPT argument (``-``: standard input); None, after one line on stderr, when it is empty."""
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt:
+        print(f"orcd {command}: empty prompt", file=sys.stderr)
+        return None
+    return prompt

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_flags, add_sampling_flags, sampling_params_from_args
+from .common import add_model_flags, add_sampling_flags, read_prompt, sampling_params_from_args
 from .queue_flags import add_connection_flags, add_worker_flags, cancel_quietly, connect, settings_from_args
 
 
@@ -35,9 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from worker.schemas import Job
 
     params = sampling_params_from_args(args).resolve_seed()
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt:
-        print("orcd generate: empty prompt", file=sys.stderr)
+    prompt = read_prompt(args, "generate")
+    if prompt is None:
         return 2
     settings = settings_from_args(args)
     job = Job(prompt=prompt, chat=args.chat, system=args.system, params=params, priority=args.priority)

@@ -14,7 +14,7 @@ from typing import Any
 
 from gpu.runner import Timings, encode_prompt, generate
 
-from .common import add_model_flags, add_sampling_flags, sampling_params_from_args
+from .common import add_model_flags, add_sampling_flags, read_prompt, sampling_params_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from gguf_loader.assets import resolve_model
 
     params = sampling_params_from_args(args).resolve_seed()
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt:
-        print("orcd run: empty prompt", file=sys.stderr)
+    prompt = read_prompt(args, "run")
+    if prompt is None:
         return 2
     path = resolve_model(args.model)
     tokenizer = open_tokenizer(path)
