@@ -88,6 +88,13 @@ def test_chat_renders_the_template(fake_model, capsys):
     assert capsys.readouterr().out == "Paris!"
 
 
+@pytest.mark.parametrize("command", ["run", "generate"])
+def test_an_empty_prompt_is_one_error_line(command, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main([command, "-"]) == 2
+    assert capsys.readouterr().err == f"orcd {command}: empty prompt\n"
+
+
 def test_a_prompt_filling_the_context_is_one_error_line(fake_model, capsys):
     assert main(["run", "hi", "--ctx-size", "3"]) == 2
     out, err = capsys.readouterr()
