@@ -116,17 +116,22 @@ class Runtime:
             )
 
     def empty(self, shape: tuple[int, ...] | int, dtype, purpose: str) -> gpuarray.GPUArray:
-        """An uninitialised device array, counted under `purpose`."""
+        """An uninitialised device array, counted under `purpose`; `OutOfMemory` naming the purpose,
+        shape, dtype and sizes when the device cannot hold it."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        dims = [shape] if isinstance(shape, int) else list(shape)
+        nbytes = int(np.prod(dims)) * dtype.itemsize
 
         def allocate(n: int):
             try:
                 return cuda.mem_alloc(n)
             except cuda.MemoryError as exc:
-                free, _ = self.mem_info()
+                free, total = self.mem_info()
+                held = sum(self.allocated.values())
                 raise OutOfMemory(
-                    f"{purpose}: needs {n / GIB:.3f} GiB more, {free / GIB:.2f} GiB free on {self.name}"
+                    f"{purpose}: cannot allocate {dims} {dtype.name} ({format_bytes(n)}): "
+                    f"{format_bytes(free)} free of {format_bytes(total)} on {self.name}, "
+                    f"{format_bytes(held)} held by this engine"
                 ) from exc
 
         arr = gpuarray.GPUArray(shape, dtype, allocator=allocate)
@@ -167,6 +172,14 @@ class Runtime:
         self._functions.clear()
         self.context.detach()
         self.allocated.clear()
+
+
+def format_bytes(n: int) -> str:
+    """Bytes as B, KiB, MiB or GiB with two decimals ("8.00 MiB")."""
+    for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
 
 
 def to_operand(x: np.ndarray, dtype: str) -> np.ndarray:
