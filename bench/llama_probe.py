@@ -3,6 +3,7 @@ process (60 s timeout), and print one line per variant: exit code, signal, secon
 greedy decode when it got that far, and the last stderr line.
 
 Usage: python3 bench/llama_probe.py MODEL.gguf [--out FILE.json] [--only NAME,...] [--timeout 60]
+       [--budget 480]   (seconds for the whole survey: variants past it are recorded as skipped)
 
 The suspect (read from the build, docs/benchmarks.md): libllama.so and libggml*.so each link libstdc++
 statically and export it; libllama.so has no NEEDED libstdc++.so.6 and takes locale/iostream symbols
@@ -32,6 +33,8 @@ from pathlib import Path
 
 N_TOKENS = 16
 TIMEOUT_S = 60.0
+BUDGET_S = 480.0  # the whole survey, gdb included, stays under a 10-minute device command
+MIN_S = 5.0  # a variant is skipped rather than run with less time than this
 TAIL_LINES = 30
 RESULT_TAG = "PROBE_RESULT "
 STDCPP = "libstdc++.so.6"
@@ -250,7 +253,8 @@ def tail(text: str, n: int = TAIL_LINES) -> list[str]:
 def record(name: str, run: dict) -> dict:
     result = parse_result(run["stdout"])
     return {"variant": name, "what": VARIANTS[name][0] if name in VARIANTS else name, "rc": run["rc"],
-            "signal": signal_name(run["rc"]), "timed_out": run["rc"] is None, "seconds": run["seconds"],
+            "signal": signal_name(run["rc"]), "skipped": run.get("skipped", False),
+            "timed_out": run["rc"] is None and not run.get("skipped"), "seconds": run["seconds"],
             "load_s": None if result is None else round(result["load_s"], 3),
             "tok_s": None if result is None or "tok_s" not in result else round(result["tok_s"], 1),
             "tokens": None if result is None else result.get("tokens"),
@@ -258,7 +262,7 @@ def record(name: str, run: dict) -> dict:
 
 
 def format_line(rec: dict) -> str:
-    status = "TIMEOUT" if rec["timed_out"] else f"rc={rec['rc']}"
+    status = "SKIPPED" if rec["skipped"] else "TIMEOUT" if rec["timed_out"] else f"rc={rec['rc']}"
     status += f" {rec['signal']}" if rec["signal"] else ""
     speed = f"load {rec['load_s']} s" if rec["load_s"] is not None else "no load"
     if rec["tok_s"] is not None:
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write every record (stderr tails included) as JSON")
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per variant")
+    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole survey")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -296,17 +301,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     print(f"python {sys.version.split()[0]}, gdb {shutil.which('gdb')}, "
           f"torch {'yes' if importlib.util.find_spec('torch') else 'no'}, model {args.model}")
-    records = []
+    records, deadline = [], time.monotonic() + args.budget
     for name in names:
-        env = dict(os.environ, **VARIANTS[name][1])
-        try:
-            run = run_command([sys.executable, __file__, "--child", name, args.model], env, args.timeout)
-        except OSError as exc:  # never stop the survey: one variant failing to start is a record
-            run = {"rc": -1, "seconds": 0.0, "stdout": "", "stderr": f"could not start: {exc}"}
+        timeout_s = min(args.timeout, deadline - time.monotonic())
+        if timeout_s < MIN_S:
+            run = {"rc": None, "seconds": 0.0, "stdout": "", "stderr": "survey budget spent", "skipped": True}
+        else:
+            env = dict(os.environ, **VARIANTS[name][1])
+            try:
+                run = run_command([sys.executable, __file__, "--child", name, args.model], env, timeout_s)
+            except OSError as exc:  # never stop the survey: one variant failing to start is a record
+                run = {"rc": -1, "seconds": 0.0, "stdout": "", "stderr": f"could not start: {exc}"}
         records.append(record(name, run))
         print(format_line(records[-1]), flush=True)
-    if not args.only:
-        rec = gdb_record(args.model, 2 * args.timeout)
+    timeout_s = min(2 * args.timeout, deadline - time.monotonic())
+    if not args.only and timeout_s >= MIN_S:
+        rec = gdb_record(args.model, timeout_s)
         if rec is not None:
             records.append(rec)
             print("gdb backtrace:\n  " + "\n  ".join(rec["stderr_tail"]), flush=True)

@@ -160,3 +160,12 @@ def test_survey_reports_a_crashing_peer_and_goes_on(probe, fake_peer, tmp_path, 
         ("default", -11, "SIGSEGV", None), ("low-level", -11, "SIGSEGV", None)]
     assert records[0]["stderr_tail"][-1] == "probe stage: load"
     assert capsys.readouterr().out.splitlines()[-1] == "summary: 0/2 ran: none"
+
+
+def test_a_spent_budget_skips_the_rest(probe, fake_peer, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    assert probe.main([str(fake_peer), "--only", "default,quiet", "--out", str(out), "--budget", "0"]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["variant"], r["skipped"], r["timed_out"], r["stderr_tail"]) for r in records] == [
+        ("default", True, False, ["survey budget spent"]), ("quiet", True, False, ["survey budget spent"])]
+    assert capsys.readouterr().out.splitlines()[1].startswith("default           SKIPPED")
