@@ -71,3 +71,11 @@ class BrokerUnavailable(WorkerError):
 
 class SchedulerClosed(WorkerError):
     """A job was handed to a scheduler that has stopped."""
+
+
+class EngineStartFailed(WorkerError):
+    """The engine process could not load the model (its error type and message are in this one's)."""
+
+
+class EngineProcessDied(WorkerError):
+    """The engine process exited while the worker was serving; the jobs it held fail with this."""

@@ -82,6 +82,7 @@ class Request:
     deadline: float | None = None  # on the scheduler's clock
     correlation_id: str | None = None
     submitted_at: float | None = None  # on the scheduler's clock (TTFT); None: when `submit` got it
+    params: Any = None  # the sampling parameters behind `new_generation` (an engine process rebuilds it)
 
     @property
     def log(self) -> JobLogger:

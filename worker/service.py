@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
@@ -25,7 +26,8 @@ from pydantic import ValidationError
 
 from . import keys
 from .cancels import CancelWatcher
-from .errors import InvalidJob
+from .engine_process import EngineProcess
+from .errors import InvalidJob, WorkerError
 from .joblog import job_logger
 from .metrics import WorkerMetrics
 from .publisher import JobPublisher, Publisher
@@ -103,16 +105,18 @@ class JobRun:
         self._send(self.jp.done, finish_reason, usage, timings, now)
 
     def failed(self, exc: BaseException, now: float, error_type: str | None = None) -> None:
-        self.log.warning("failed: %s: %s", error_type or type(exc).__name__, exc)
-        self._send(self.jp.error, error_type or type(exc).__name__, str(exc), now)
+        error_type = error_type or getattr(exc, "type_name", None) or type(exc).__name__
+        self.log.warning("failed: %s: %s", error_type, exc)
+        self._send(self.jp.error, error_type, str(exc), now)
 
 
 class WorkerService:
     """One worker's engine, scheduler, publisher and heartbeat; `run_job` serves one job."""
 
     def __init__(self, settings: Settings, client: redis_lib.Redis, engine: Any, tokenizer: Any, *,
-                 name: str | None = None) -> None:
-        self.settings, self.client, self.engine, self.tokenizer = settings, client, engine, tokenizer
+                 name: str | None = None, model_path: str | None = None) -> None:
+        """`engine` None: run the engine of `model_path` in its own process (worker/engine_process.py)."""
+        self.settings, self.client, self.tokenizer = settings, client, tokenizer
         self.name = name or settings.worker_name or default_worker_name(settings)
         self.publisher = Publisher(client, chunk_tokens=settings.chunk_tokens, chunk_ms=settings.chunk_ms,
                                    live_ttl_s=int(settings.job_timeout_s + settings.result_ttl_s),
@@ -120,12 +124,25 @@ class WorkerService:
         self.cancels = CancelWatcher(client)
         self.metrics = WorkerMetrics()
         self.metrics_server = None
+        self.engine_lost: str | None = None  # why the engine process ended, if it did
+        self.on_engine_lost: Callable[[str], None] = lambda message: None
         if settings.metrics_port:
             self.metrics_server = self.metrics.serve(settings.metrics_port)
             logger.info("worker %s: metrics on :%d/metrics", self.name, settings.metrics_port)
-        self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
-                                   step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics)
-        self.scheduler.start()
+        try:
+            if engine is None:
+                self.scheduler: Any = EngineProcess(
+                    settings, str(model_path), metrics=self.metrics, cancelled=self.cancels,
+                    on_turn=self.publisher.wake, on_lost=self._lost_engine).start()
+                engine = self.scheduler  # its backend, max_batch and max_context
+            else:
+                self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
+                                           step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics)
+                self.scheduler.start()
+        except BaseException:
+            self._close_helpers()
+            raise
+        self.engine = engine
         self.started_at = time.time()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="orcd-heartbeat", daemon=True)
@@ -141,6 +158,8 @@ class WorkerService:
         sys.setswitchinterval(settings.gil_switch_us / 1e6)  # the scheduler waits on the GPU GIL-free
         path = resolve_model(settings.model)
         tokenizer = load_tokenizer(path)
+        if settings.engine_process:
+            return cls(settings, client, None, tokenizer, name=name, model_path=str(path))
         engine = load_engine(path, backend=settings.backend, max_batch=settings.max_batch,
                              max_context=settings.max_context, device=0)
         logger.info("worker loaded %s on %s (max_batch %d, max_context %d)", path, engine.backend,
@@ -150,16 +169,24 @@ class WorkerService:
     def close(self) -> None:
         """Stop serving; tasks still waiting for a job return "interrupted" (their message is requeued)."""
         self._stop.set()
-        self.cancels.stop()
         self.scheduler.stop(close_engine=True)  # the engine is closed on the thread that drove it
-        self.publisher.close()
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+        self._close_helpers()
         try:
             self.client.delete(keys.worker(self.name))
         except redis_lib.RedisError as exc:
             logger.warning("worker %s: could not remove its heartbeat key: %s", self.name, exc)
+
+    def _close_helpers(self) -> None:
+        self.cancels.stop()
+        self.publisher.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+
+    def _lost_engine(self, message: str) -> None:
+        """The engine process died (its jobs have failed): take no more jobs; tell the owner."""
+        self.engine_lost = message
+        self.on_engine_lost(message)
 
     # ---- one job
 
@@ -232,12 +259,17 @@ class WorkerService:
             deadline = min(deadline, job.deadline)
         params = job.params if job.params.seed is not None else job.params.model_copy(
             update={"seed": job_seed(job.id)})
-        self.scheduler.submit(Request(
-            job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
-            new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
-                                             self.engine.max_context),
-            priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
-            submitted_at=job.created_at))
+        try:
+            self.scheduler.submit(Request(
+                job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
+                new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
+                                                 self.engine.max_context),
+                priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
+                submitted_at=job.created_at, params=params))
+        except WorkerError as exc:  # the engine is gone (closing, or its process died)
+            log.error("not started: %s", exc)
+            self.metrics.failed(type(exc).__name__)
+            self.publisher.call(functools.partial(jp.error, type(exc).__name__, str(exc), now))
 
     # ---- liveness
 

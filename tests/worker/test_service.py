@@ -22,11 +22,11 @@ from worker.settings import load_settings
 from worker.streams import append_events, read_log
 
 
-@pytest.fixture
-def stack(tiny_model):  # noqa: F811
+@pytest.fixture(params=[True, False], ids=["engine-process", "in-process"])
+def stack(tiny_model, request):  # noqa: F811
     settings = load_settings(redis_url="redis://unused", model=str(tiny_model), backend="numpy", max_batch=4,
                              max_context=MAX_CONTEXT, chunk_tokens=4, chunk_ms=0.0, job_timeout_s=30,
-                             visibility_timeout_s=60)
+                             visibility_timeout_s=60, engine_process=request.param)
     redis = fakeredis.FakeRedis()
     sent: list = []
     client = Client(settings=settings, redis=redis, sender=lambda job, queue, priority: sent.append(job))
@@ -156,9 +156,10 @@ def test_correlation_id_is_in_every_event_and_every_log_line_about_the_job(stack
     bad = read_log(client.redis, "bad-traced")
     assert [(e.type, e.correlation_id) for e in bad] == [("queued", "req-43"), ("error", "req-43")]
     about = [r.getMessage() for r in caplog.records if "traced" in r.getMessage()]
-    assert about == [
+    scheduler_line = ["job traced cid req-42: finished (length) after 9 tokens"]  # the engine process logs
+    assert about == [  # its own lines to its stderr
         "job traced cid req-42: attempt 1, 2 prompt tokens, max_tokens 9, priority 5",
-        "job traced cid req-42: finished (length) after 9 tokens",
+        *(scheduler_line if not service.settings.engine_process else []),
         f"job traced cid req-42: done (length): 9 tokens, ttft {log[-1].timings.ttft_ms} ms",
         "job bad-traced cid req-43: rejected: " + bad[-1].message]
 

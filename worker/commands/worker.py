@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 
 from .common import add_model_flags
 from .queue_flags import add_connection_flags, add_worker_flags, pin_gpu, settings_from_args
 
 logger = logging.getLogger(__name__)
+
+EXIT_ENGINE_LOST = 70  # EX_SOFTWARE: the engine process died; restart the worker
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     except redis.RedisError as exc:
         raise BrokerUnavailable(f"Redis at {settings.redis_url} does not answer: {exc}") from exc
     service = WorkerService.load(settings, client)
+    service.on_engine_lost = lambda message: os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown: the
+    # jobs it held have failed; a supervisor (compose's restart policy) starts a fresh worker
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
         app = make_app(settings)
@@ -62,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
             worker.start()
             return int(worker.exitcode or 0)
 
-        return supervise(start_worker, client.ping, service.name)
+        code = supervise(start_worker, client.ping, service.name)
+        if service.engine_lost:
+            logger.critical("worker %s stops: %s", service.name, service.engine_lost)
+            return EXIT_ENGINE_LOST
+        return code
     finally:
         service.close()
         client.close()

@@ -1,0 +1,180 @@
+"""The engine process's side (``python -m worker.engine_child SPEC``): model, engine and scheduler.
+
+Started by `worker.engine_process.EngineProcess`, which explains why the engine has a process of its
+own. Here the `Scheduler` runs exactly as it would in the worker, with two stand-ins: each job's sink
+and the metrics record what happens into an outbox, and the outbox goes to the worker as one message
+per scheduler turn. The main thread reads the worker's messages (submit, cancel, stop).
+
+The process dies with its worker: the kernel sends it SIGKILL when the parent exits (PR_SET_PDEATHSIG),
+and a closed pipe ends it too, so a killed worker never leaves a GPU process holding its memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .errors import SchedulerClosed
+from .scheduler import Request, Scheduler
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class Outbox:
+    """Events of one scheduler turn, sent to the worker as one ("turn", [event, ...]) message."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._events: list[tuple] = []
+        self._tokens = 0  # metrics.token() calls this turn, sent as one count
+        self._lock = threading.Lock()
+
+    def add(self, event: tuple) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def count_token(self) -> None:
+        self._tokens += 1
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            if self._tokens:
+                events.append(("metric", "tokens", (self._tokens,)))
+                self._tokens = 0
+        if events:
+            self.conn.send(("turn", events))
+
+
+class RemoteSink:
+    """A job's sink (scheduler.JobSink) on this side: its calls become events for the worker."""
+
+    def __init__(self, job_id: str, outbox: Outbox, cancels: set[str]) -> None:
+        self.job_id, self.outbox, self.cancels = job_id, outbox, cancels
+
+    def started(self, now: float) -> None:
+        self.outbox.add(("started", self.job_id, now))
+
+    def step(self, result: Any, now: float) -> None:
+        self.outbox.add(("step", self.job_id, result, now))  # a gpu.generation.StepResult
+
+    def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
+        self.cancels.discard(self.job_id)
+        self.outbox.add(("finished", self.job_id, finish_reason, completion_tokens, now))
+
+    def failed(self, exc: BaseException, now: float) -> None:
+        self.cancels.discard(self.job_id)
+        self.outbox.add(("failed", self.job_id, type(exc).__name__, str(exc), now))
+
+
+class RemoteMetrics:
+    """WorkerMetrics' recording methods, as events; the worker's own WorkerMetrics replays them."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def token(self) -> None:
+        self.outbox.count_token()
+
+    def load(self, *, active: int, queued: int, kv_slots: int) -> None:
+        self.outbox.add(("metric", "load", (active, queued, kv_slots)))
+
+    def __getattr__(self, name: str):  # started, finished, failed, first_token, decode_rate, engine_step
+        return lambda *args: self.outbox.add(("metric", name, args))
+
+
+class EngineChild:
+    """The scheduler over a loaded engine, driven by the worker's messages."""
+
+    def __init__(self, engine: Any, tokenizer: Any, conn_out: Connection, step_delay_s: float) -> None:
+        self.engine, self.tokenizer = engine, tokenizer
+        self.outbox = Outbox(conn_out)
+        self.cancels: set[str] = set()  # flagged by the worker; read by the scheduler each turn
+        self.scheduler = Scheduler(engine, cancelled=lambda ids: self.cancels & set(ids),
+                                   on_turn=self.outbox.flush, step_delay_s=step_delay_s,
+                                   metrics=RemoteMetrics(self.outbox))
+
+    def serve(self, conn_in: Connection) -> None:
+        """Run until the worker says stop (clean exit) or its end of the pipe closes (exit at once)."""
+        from gpu.generation import Generation
+
+        self.scheduler.start()
+        while True:
+            try:
+                message = conn_in.recv()
+            except (EOFError, OSError):
+                logger.error("engine process %d: the worker's pipe closed; exiting", os.getpid())
+                os._exit(0)
+            kind = message[0]
+            if kind == "submit":
+                spec = message[1]
+                new_generation = functools.partial(Generation, spec.prompt_ids, spec.params, self.tokenizer,
+                                                   max_context=self.engine.max_context)
+                request = Request(job_id=spec.job_id, prompt_ids=spec.prompt_ids, max_tokens=spec.max_tokens,
+                                  new_generation=new_generation,
+                                  sink=RemoteSink(spec.job_id, self.outbox, self.cancels),
+                                  priority=spec.priority, deadline=spec.deadline,
+                                  correlation_id=spec.correlation_id, submitted_at=spec.submitted_at,
+                                  params=spec.params)
+                try:
+                    self.scheduler.submit(request)
+                except SchedulerClosed as exc:
+                    request.sink.failed(exc, 0.0)
+            elif kind == "cancel":
+                self.cancels.update(message[1])
+            elif kind == "stop":
+                self.scheduler.stop(close_engine=True)
+                self.outbox.flush()
+                return
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent exits (Linux); exit now if the parent is already gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        logger.debug("prctl unavailable: the engine process relies on its pipe to notice the worker's end")
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the model named in the JSON spec (argv[0]), report ready or fatal, then serve."""
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    die_with_parent(spec["parent_pid"])
+    logging.basicConfig(level=spec["log_level"],
+                        format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s")
+    conn_in = Connection(spec["fd_in"], writable=False)
+    conn_out = Connection(spec["fd_out"], readable=False)
+    sys.setswitchinterval(spec["gil_switch_us"] / 1e6)
+    try:
+        from gpu.engine import load_engine
+        from tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(spec["model"])
+        engine = load_engine(spec["model"], backend=spec["backend"], max_batch=spec["max_batch"],
+                             max_context=spec["max_context"], device=0)
+    except Exception as exc:  # reported to the worker, which stops with this message
+        conn_out.send(("fatal", type(exc).__name__, str(exc)))
+        return 1
+    child = EngineChild(engine, tokenizer, conn_out, spec["step_delay_s"])
+    conn_out.send(("ready", {"backend": engine.backend, "max_batch": engine.max_batch,
+                             "max_context": engine.max_context, "pid": os.getpid()}))
+    child.serve(conn_in)
+    conn_out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
