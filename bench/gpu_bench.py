@@ -230,7 +230,18 @@ LLAMA_VARIANTS = (  # load settings tried in turn (each in its own process) unti
 )
 
 
+def preload_libstdcxx() -> None:
+    """Load the system libstdc++ with RTLD_GLOBAL before llama_cpp: the device's CUDA build carries
+    its own static copy and crashed (SIGSEGV in print_info) when the two mixed (bench/llama_probe.py)."""
+    import ctypes
+    import ctypes.util
+
+    ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+
+
 def bench_llama_cpp(out: Path, name: str, path: Path, variant: int = 0) -> None:
+    preload_libstdcxx()
+    import llama_cpp
     from llama_cpp import Llama
 
     opts = dict(n_gpu_layers=-1, n_ctx=1024, n_batch=512, n_ubatch=512, verbose=True)
@@ -239,13 +250,19 @@ def bench_llama_cpp(out: Path, name: str, path: Path, variant: int = 0) -> None:
     llm = Llama(model_path=str(path), **opts)
     rng = np.random.default_rng(0)
     vocab = llm.n_vocab()
+
+    def next_token() -> int:  # greedy over the last position's logits (llm.scores stays empty
+        # without logits_all, which would make every prefill copy all its logits)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(vocab,))
+        return int(np.argmax(logits))
+
     llm.reset()
     llm.eval(rng.integers(0, vocab, PROMPT).tolist())
     for _ in range(3):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        llm.eval([next_token()])
     t0 = time.perf_counter()
     for _ in range(STEPS):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        llm.eval([next_token()])
     dt = time.perf_counter() - t0
     record_decode(out, label, name, 1, dt)
     prompt = rng.integers(0, vocab, PREFILL).tolist()
