@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU-machine runs of docs/benchmarks.md, by step: bash bench/device_run.sh STEP... where STEP is
+#   tests   pytest -m cuda tests/gpu (kernels, engines, real-model agreement, allocation failure)
+#   probe   bench/llama_probe.py on the Qwen F16 file: which way of loading the llama.cpp peer works
+#   bench   bench/gpu_bench.py: the CUDA engine, llama.cpp and HF transformers on the same card and files
+#   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone
+#   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
+# Set-up on the dev machine (see ../shared/device/README.md): stage.sh --peer (.device), the worker's
+# wheels in .whl, ggml-vocab-{qwen2,phi-3}.gguf in .device/vocab, cubins from
+# `python3 -m gpu.kernel_cache --out .cubins`; carry them. Output under $OUT.
+set -u
+source .device/setup.sh || exit 1
+if [ ! -f /tmp/site2/.done ]; then  # celery, redis-py, pydantic, ... for the worker and the tests
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 .whl/*.whl && touch /tmp/site2/.done
+fi
+export PYTHONPATH=$PWD:/tmp/site2:$PYTHONPATH PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 ORCD_CUBIN_DIR=$PWD/.cubins
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+W=/tmp/orcd-bench; mkdir -p $W
+nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv,noheader
+models() {  # random-weight GGUFs of real shapes with the real vocabularies, written once per machine
+  python3 - "$@" <<'PY'
+import sys; sys.path.insert(0, "bench")
+from pathlib import Path
+import gpu_bench
+for name in sys.argv[1:]:
+    gpu_bench.write_model(Path("/tmp/orcd-bench"), name, Path(".device/vocab"))
+PY
+}
+for step in "$@"; do
+  echo "== $step $(date +%T)"
+  case $step in
+    tests)
+      timeout 300 python3 -m pytest -p pytest_timeout -p no:cacheprovider -m cuda -q tests/gpu 2>&1 \
+        | tee $OUT/pytest.log | tail -8 ;;
+    probe)
+      models qwen-f16
+      timeout 240 python3 bench/llama_probe.py $W/qwen-f16.gguf --out $OUT/llama_probe.json --budget 200 \
+        --timeout 40 2>&1 | tee $OUT/llama_probe.log | tail -20 ;;
+    bench)
+      timeout 560 python3 bench/gpu_bench.py --vocab-dir .device/vocab --workdir $W --out $OUT/bench.jsonl \
+        --section-timeout 150 2>&1 | tee $OUT/bench.log | tail -30 ;;
+    queue1)
+      models qwen-f16
+      timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --jobs 64 \
+        --max-tokens 256 --max-context 512 2>&1 | tee $OUT/queue1.log | tail -16 ;;
+    queue2)
+      models qwen-f16
+      timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --gpus 0,1 \
+        --jobs 128 --max-tokens 256 --max-context 512 --skip-engine 2>&1 | tee $OUT/queue2.log | tail -16 ;;
+  esac
+done
