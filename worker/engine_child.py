@@ -65,8 +65,9 @@ class RemoteSink:
     def started(self, now: float) -> None:
         self.outbox.add(("started", self.job_id, now))
 
-    def step(self, result: Any, now: float) -> None:
-        self.outbox.add(("step", self.job_id, result, now))  # a gpu.generation.StepResult
+    def step(self, result: Any, now: float) -> None:  # a gpu.generation.StepResult, as a plain tuple:
+        self.outbox.add(("step", self.job_id, now, result.token_id, result.text, result.logprobs,  # 7x
+                         result.finish_reason, result.error))  # cheaper to pickle than the dataclass
 
     def finished(self, finish_reason: str, completion_tokens: int, now: float) -> None:
         self.cancels.discard(self.job_id)

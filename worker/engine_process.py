@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gpu.generation import StepResult
+
 from .errors import EngineProcessDied, EngineStartFailed, SchedulerClosed
 from .metrics import WorkerMetrics
 from .scheduler import Request
@@ -182,7 +184,7 @@ class EngineProcess:
             elif kind == "started":
                 sink.started(event[2])
             elif kind == "step":
-                sink.step(event[2], event[3])
+                sink.step(StepResult(*event[3:]), event[2])
             elif kind == "finished":
                 self._end(event[1])
                 sink.finished(event[2], event[3], event[4])
