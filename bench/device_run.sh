@@ -10,8 +10,9 @@
 # `python3 -m gpu.kernel_cache --out .cubins`; carry them. Output under $OUT.
 set -u
 source .device/setup.sh || exit 1
-if [ ! -f /tmp/site2/.done ]; then  # celery, redis-py, pydantic, ... for the worker and the tests
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 .whl/*.whl && touch /tmp/site2/.done
+mark=/tmp/site2/.done-$(ls .whl | md5sum | cut -c1-8)  # celery, redis-py, pydantic, ... (worker, tests)
+if [ ! -f $mark ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site2 .whl/*.whl && touch $mark
 fi
 export PYTHONPATH=$PWD:/tmp/site2:$PYTHONPATH PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 ORCD_CUBIN_DIR=$PWD/.cubins
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
