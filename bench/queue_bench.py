@@ -90,8 +90,9 @@ def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: s
                 "--name", name, "--max-batch", str(per_worker), "--concurrency", str(per_worker),
                 "--max-context", str(args.max_context), "--heartbeat", "1",
                 "--chunk-tokens", str(args.chunk_tokens), "--chunk-ms", str(args.chunk_ms)]
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("ORCD_") and k != "CUDA_VISIBLE_DEVICES"}  # the worker pins its GPU
+        env = {k: v for k, v in os.environ.items()  # the worker pins its GPU; settings come as flags,
+               if k == "ORCD_CUBIN_DIR" or not (k.startswith("ORCD_") or k == "CUDA_VISIBLE_DEVICES")}
+        # but the prebuilt kernels stay (without them the worker compiled its kernels mid-run)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         log = open(logdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -207,6 +207,29 @@ class CudaEngine(Engine):
             self.rt.synchronize()
         return logits[:n].copy()
 
+    def warm_up(self) -> float:
+        """Load the prefill kernels (gemv and gemm paths) and capture the decode graph of every batch
+        bucket, all on the scratch slot (no sequence's cache is touched)."""
+        t0 = time.perf_counter()
+        inputs, scratch = self.host_inputs, self.scratch_slot
+        with self.rt.activate(), _engine_errors("warm-up", [scratch]):
+            for n in sorted({min(8, self.max_context), min(PREFILL_CHUNK, self.max_context)}):
+                inputs[0, :n], inputs[1, :n], inputs[2, :n] = 0, np.arange(n), scratch
+                self.forward.set_inputs(inputs)
+                self.forward.prefill(n, scratch, 0, False)
+                self.rt.synchronize()  # host_inputs is rewritten next
+            for bucket in self.buckets:
+                inputs[:, :bucket] = [[0], [0], [scratch]]
+                self.forward.set_inputs(inputs)
+                self.forward.decode(bucket)
+                if self.graphs is not None and bucket not in self.graphs:
+                    self._capture(bucket)
+                self.rt.synchronize()
+        seconds = time.perf_counter() - t0
+        logger.info("warm-up: prefill kernels loaded, decode graphs for batch %s captured in %.2f s",
+                    ",".join(map(str, self.buckets)), seconds)
+        return seconds
+
     def _capture(self, bucket: int) -> None:
         try:
             self.graphs.capture(bucket, lambda: self.forward.decode(bucket))

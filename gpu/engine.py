@@ -87,6 +87,11 @@ class Engine(ABC):
     def close(self) -> None:
         """Release the backend's memory; the engine is unusable afterwards."""
 
+    def warm_up(self) -> float:
+        """Pay one-off costs (kernel loading, CUDA graph capture) now rather than in the first requests;
+        the seconds it took. Nothing to do for a backend without such costs."""
+        return 0.0
+
     # --- backend hooks (inputs already validated; do not touch the slot table) ----------------
     @abstractmethod
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:

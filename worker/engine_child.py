@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load_tokenizer(spec["model"])
         engine = load_engine(spec["model"], backend=spec["backend"], max_batch=spec["max_batch"],
                              max_context=spec["max_context"], device=0)
+        engine.warm_up()  # before `ready`: the worker takes no job until graphs are captured
     except Exception as exc:  # reported to the worker, which stops with this message
         conn_out.send(("fatal", type(exc).__name__, str(exc)))
         return 1

@@ -162,6 +162,7 @@ class WorkerService:
             return cls(settings, client, None, tokenizer, name=name, model_path=str(path))
         engine = load_engine(path, backend=settings.backend, max_batch=settings.max_batch,
                              max_context=settings.max_context, device=0)
+        engine.warm_up()
         logger.info("worker loaded %s on %s (max_batch %d, max_context %d)", path, engine.backend,
                     engine.max_batch, engine.max_context)
         return cls(settings, client, engine, tokenizer, name=name)
