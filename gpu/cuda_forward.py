@@ -4,14 +4,12 @@ of `gpu/ops`, over preallocated scratch buffers and a KV cache of `n_slots` x `m
 Inputs of a step (token ids, positions, slots) live in device buffers, so the decode step can be
 captured once per batch size as a CUDA graph and replayed. The residual stream is float32; norms
 write the operand type that the projections read; projections accumulate in float32 and add the
-residual in their epilogue. An RMSNorm of a few rows runs inside the projection that reads it (the
-gemv's fused norm), bit-identical to the norm kernel that larger batches launch first.
+residual in their epilogue.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pycuda.driver as cuda
 
 from .cuda_weights import DeviceWeights
 from .errors import UnsupportedModel
@@ -20,7 +18,7 @@ from .ops.attention_prefill import attention_prefill
 from .ops.embedding import embedding
 from .ops.gelu import gelu
 from .ops.gemv import MAX_ROWS as GEMV_ROWS
-from .ops.gemv import Norm, RopeKV, fuses_norm, gemv, norm_threads
+from .ops.gemv import RopeKV, gemv
 from .ops.layernorm import layernorm
 from .ops.linear import linear
 from .ops.rmsnorm import rmsnorm
@@ -57,25 +55,24 @@ class CudaForward:
         splits = n_splits(max_context)
         self.part_out = rt.empty((max_rows, c.n_heads, splits, c.head_dim), f32, "scratch")
         self.part_ml = rt.empty((max_rows, c.n_heads, splits, 2), f32, "scratch")
-        self.done = rt.empty((max_rows, c.n_heads), np.uint32, "scratch")  # split counters, left at zero
-        cuda.memset_d32(self.done.gpudata, 0, self.done.size)
         self.logits = rt.empty((max_rows, c.vocab_size), f32, "logits")
         self._logits_all = None  # [prefill_chunk, vocab], made on the first teacher-forced call
 
     # --- inputs ----------------------------------------------------------------------------------
     def set_inputs(self, host: np.ndarray) -> None:
         """Copy host [3, rows] int32 (pinned: ids, positions, slots) into the device inputs, one copy."""
+        import pycuda.driver as cuda
+
         cuda.memcpy_htod_async(self.inputs.gpudata, host, self.rt.stream)
 
     # --- steps -----------------------------------------------------------------------------------
     def decode(self, n: int) -> None:
         """One token for each of the n rows (inputs set); logits[:n] hold the next-token logits."""
         slots, pos = self.slots[:n], self.pos[:n]
-        part_out, part_ml, done = self.part_out[:n], self.part_ml[:n], self.done[:n]
+        part_out, part_ml = self.part_out[:n], self.part_ml[:n]
 
         def attend(i, q, att):
-            attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml,
-                             done)
+            attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml)
 
         self._body(n, attend)
         self._head(self.x[:n], self.h[:n], self.logits[:n])
@@ -97,18 +94,11 @@ class CudaForward:
         return self._logits_all[:n]
 
     # --- the layer loop ----------------------------------------------------------------------------
-    def _norm(self, out, x, weight, bias, w_next, fuse: bool = True):
-        """The norm of x [n, dim] f32 for the projection w_next [N, dim]: (x, Norm) where that gemv can
-        RMS-normalise x itself, else (out, None) after the norm kernel has written out [n, dim]."""
-        n, dim = x.shape
-        if self.cfg.norm == "layernorm":
+    def _norm(self, out, x, weight, bias) -> None:
+        if self.cfg.norm == "rmsnorm":
+            rmsnorm(self.rt, out, x, weight, self.cfg.norm_eps)
+        else:
             layernorm(self.rt, out, x, weight, bias, self.cfg.norm_eps)
-            return out, None
-        if fuse and n <= GEMV_ROWS and fuses_norm(n, dim):
-            return x, Norm(weight, self.cfg.norm_eps)
-        threads = norm_threads(self.rt, w_next.shape[0], dim)  # the bits of that gemv's fused norm
-        rmsnorm(self.rt, out, x, weight, self.cfg.norm_eps, threads=threads)
-        return out, None
 
     def _body(self, n: int, attend) -> None:
         rt, c, w = self.rt, self.cfg, self.w
@@ -117,24 +107,23 @@ class CudaForward:
         rope_dim = c.rope_dim if w.rope != "none" else 0
         embedding(rt, x, self.ids[:n], w.token_embd, self.pos[:n], w.pos_embd)
         for i, layer in enumerate(w.layers):
-            xin, norm = self._norm(h, x, layer.attn_norm, layer.attn_norm_bias, layer.wqkv)
+            self._norm(h, x, layer.attn_norm, layer.attn_norm_bias)
             if n <= GEMV_ROWS:  # q|k|v projection with RoPE and the cache append in its epilogue
-                gemv(rt, None, xin, layer.wqkv, layer.bqkv, norm=norm, rope=RopeKV(
+                gemv(rt, None, h, layer.wqkv, layer.bqkv, rope=RopeKV(
                     q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n], rope_dim,
                     c.rope_theta, w.rope_factors, w.attn_factor))
             else:
-                linear(rt, qkv, xin, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
+                linear(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
                 rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n],
                         rope=w.rope, rope_dim=rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
                         attn_factor=w.attn_factor)
             attend(i, q, att)  # [n, q_dim]
             linear(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
-            fuse = c.activation == "swiglu" and n <= GEMV_ROWS
-            xin, norm = self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias, layer.w_up, fuse)
-            if fuse:  # silu(gate) * up in the gemv's epilogue
-                gemv(rt, act, xin, layer.w_up, layer.b_up, swiglu=True, norm=norm)  # [n, hidden]
+            self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
+            if c.activation == "swiglu" and n <= GEMV_ROWS:  # silu(gate) * up in the gemv's epilogue
+                gemv(rt, act, h, layer.w_up, layer.b_up, swiglu=True)  # [n, hidden]
             else:
-                linear(rt, gu, xin, layer.w_up, layer.b_up)  # [n, 2 hidden (gate, up interleaved) | hidden]
+                linear(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden (gate, up interleaved) | hidden]
                 if c.activation == "swiglu":
                     swiglu(rt, act, gu)
                 else:
@@ -142,6 +131,5 @@ class CudaForward:
             linear(rt, x, act, layer.w_down, layer.b_down, accumulate=True)  # x += feed-forward output
 
     def _head(self, x, h, logits) -> None:
-        # not fused: every block of this wide projection would normalise the rows again
-        xin, _ = self._norm(h, x, self.w.output_norm, self.w.output_norm_bias, self.w.output, fuse=False)
-        linear(self.rt, logits, xin, self.w.output)
+        self._norm(h, x, self.w.output_norm, self.w.output_norm_bias)
+        linear(self.rt, logits, h, self.w.output)

@@ -1,12 +1,10 @@
-// Flash-decoding in one launch: one block per (query head, sequence, split of the context). Each of the 2
+// Flash-decoding, first pass: one block per (query head, sequence, split of the context). Each of the 2
 // warps takes 32 positions of the split at a time: lane i scores position i (a whole q.k dot product from
 // 16-byte loads, q staged in shared memory), the warp updates its online softmax (max m, sum l) once per
-// 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged. A
-// context of one split writes the output directly; otherwise each split writes its (m, l, unnormalised
-// out), counts itself done on the (sequence, head)'s counter, and the last split to finish merges all
-// of them in split order (so the result does not depend on which finished last) and resets the counter
-// for the next launch. Splits past the length do nothing. Lengths come from device memory (pos + 1) so
-// one CUDA graph serves all steps. GQA: query head h reads kv head h / (n_heads / n_kv).
+// 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged and the
+// split's (m, l, unnormalised out) written for attention_combine (splits past the length write nothing).
+// Lengths come from device memory (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads
+// kv head h / (n_heads / n_kv).
 // -D HEAD_DIM (a multiple of 8).
 #include "common.cuh"
 
@@ -17,8 +15,6 @@
 #define WARPS 2
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
-    dtype *__restrict__ out,             // [n_rows, n_heads * HEAD_DIM]
-    unsigned *__restrict__ done,         // [n_rows, n_heads]: splits finished, zero between launches
     float *__restrict__ part_out,        // [n_rows, n_heads, n_splits, HEAD_DIM]
     float *__restrict__ part_ml,         // [n_rows, n_heads, n_splits, 2]
     const dtype *__restrict__ q,         // [n_rows, n_heads, HEAD_DIM]
@@ -33,10 +29,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int len = pos[r] + 1;
     const int begin = split * split_len, end = min(len, begin + split_len);
-    if (begin >= end) return;  // past the sequence: not merged
-    const size_t rh = (size_t)r * n_heads + h;
-    const size_t part = rh * n_splits + split;
-    const int used = (len + split_len - 1) / split_len;  // splits holding positions 0..pos
+    if (begin >= end) return;  // past the sequence: attention_combine does not read this split
+    const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
 
     const int kvh = h / (n_heads / n_kv_heads);
     const size_t base_off = ((size_t)slots[r] * n_kv_heads + kvh) * max_ctx * HEAD_DIM;
@@ -92,43 +86,19 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     float m_all = -INFINITY;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) m_all = fmaxf(m_all, s_m[w]);
-    float l_all = 0.0f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w)
-        if (s_l[w] > 0.0f) l_all += s_l[w] * __expf(s_m[w] - m_all);
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
         float acc = 0.0f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w)
             if (s_l[w] > 0.0f) acc += s_o[w][d] * __expf(s_m[w] - m_all);
-        if (used == 1)
-            out[rh * HEAD_DIM + d] = from_f32(acc / l_all);  // what the merge of one split gives
-        else
-            part_out[part * HEAD_DIM + d] = acc;
+        part_out[part * HEAD_DIM + d] = acc;
     }
-    if (used == 1) return;
     if (threadIdx.x == 0) {
+        float l_all = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w)
+            if (s_l[w] > 0.0f) l_all += s_l[w] * __expf(s_m[w] - m_all);
         part_ml[part * 2] = m_all;
         part_ml[part * 2 + 1] = l_all;
     }
-    // the last split to finish merges: its partial writes and the count are ordered by the fences
-    __shared__ bool s_last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(done + rh, 1u) == (unsigned)used - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    const float *ml = part_ml + rh * n_splits * 2;
-    float m_tot = -INFINITY;
-    for (int s = 0; s < used; ++s) m_tot = fmaxf(m_tot, __ldcg(ml + 2 * s));
-    float l_tot = 0.0f;
-    for (int s = 0; s < used; ++s) l_tot += __ldcg(ml + 2 * s + 1) * __expf(__ldcg(ml + 2 * s) - m_tot);
-    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < used; ++s)
-            acc += __ldcg(part_out + (rh * n_splits + s) * HEAD_DIM + d) * __expf(__ldcg(ml + 2 * s) - m_tot);
-        out[rh * HEAD_DIM + d] = from_f32(acc / l_tot);
-    }
-    if (threadIdx.x == 0) done[rh] = 0;
 }

@@ -53,17 +53,6 @@ __device__ __forceinline__ float block_sum(float v) {
     return warp_sum(v);
 }
 
-// Sum of squares of one f32 row as every RMSNorm of the forward computes it: thread i of `n_threads` adds
-// elements i, i + n_threads, ... in order (fmaf); the caller then reduces the threads with block_sum's
-// fixed tree. rmsnorm.cu and gemv.cu's fused norm run it with the same block size (gemv's, from N and
-// K), so a row normalised by either is bit-identical, whatever the batch.
-__device__ __forceinline__ float row_sumsq(const float *__restrict__ row, int dim, int tid, int n_threads) {
-    float ss = 0.0f;
-#pragma unroll 8
-    for (int i = tid; i < dim; i += n_threads) ss = fmaf(row[i], row[i], ss);
-    return ss;
-}
-
 // RoPE of one pair (x0, x1) with frequency index j at position pos: theta^(-2j/rope_dim), divided by the
 // Phi-3 factor of j when given, cos and sin scaled by attn_factor. rope_kv.cu and gemv.cu's epilogue share
 // it, so prefill and decode rotate identically.

@@ -2,11 +2,10 @@
 // cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory with
 // 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
 // past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
-// k each, and the x fragments use the same k order, so the product is exact. ksplit warps cover one group
-// of 8 weight rows: they take consecutive ranges of k blocks (so each lane reads runs of contiguous
-// weights) and are summed through (dynamic) shared memory in a fixed order; a block holds one group, or
-// several with the fused norm. The additions behind an output depend only on (N, K, ksplit), never on M
-// or the groups per block: a row's result is the same whatever the batch. f32 accumulation.
+// k each, and the x fragments use the same k order, so the product is exact. A block of ksplit warps
+// covers one group of 8 weight rows: its warps take consecutive ranges of k blocks (so each lane reads
+// runs of contiguous weights) and are summed through (dynamic) shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
+// never on M: a row's result is the same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
 // known to be zero and never loaded). K must be a multiple of 8.
 // -D EPI_SWIGLU=1: the weight rows interleave gate and up (row 2j = gate j, row 2j + 1 = up j), and the
@@ -15,11 +14,6 @@
 // -D EPI_ROPE=1: w is the fused q|k|v projection of a model whose rotated pairs are adjacent columns (the
 // engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
 // (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
-// Fused RMSNorm (MAX_M == 8 only, norm_w not null): x is the f32 residual [M, K]; the block normalises its
-// M rows itself, exactly as rmsnorm.cu with this block's size does (bit-identical operands: a row's result
-// does not depend on which of the two paths the batch took), into shared memory, and the main loop reads
-// the x fragments from there. The first weight loads are issued before the norm, so they are in flight
-// while it runs: one launch instead of rmsnorm + gemv.
 #include "common.cuh"
 
 #ifndef MAX_M
@@ -37,7 +31,6 @@
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
 #endif
 #define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
-#define STAGE_PAD 32  // operands of padding per staged row (rows 64 bytes apart mod 128: no bank conflicts)
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -54,107 +47,14 @@ __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1
 #endif
 }
 
-// Eight operands of row `row` of x (rows `stride` apart) from column k: global memory through the
-// read-only path, or (STAGED) the fused norm's rows in shared memory.
-template <bool STAGED>
-__device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int stride, int k) {
-    const uint4 *at = reinterpret_cast<const uint4 *>(x + (size_t)row * stride + k);
-    return STAGED ? *at : __ldg(at);
-}
-
-// Rows 0..M-1 (M <= 8) of the f32 residual x [M, K], RMS-normalised with weight nw [K] into stage [M][ks]
-// (operand type). Same arithmetic as rmsnorm.cu with blockDim.x threads: thread i sums squares of elements
-// i, i + blockDim.x, ... in order (row_sumsq's order; the rows interleaved so their loads are in flight
-// together), then block_sum's tree; x * rstd * w rounded once.
-__device__ __forceinline__ void stage_normed(dtype *stage, const float *__restrict__ x, const float *__restrict__ nw,
-                                             int M, int K, int ks, float eps) {
-    __shared__ float s_part[8][32], s_rstd[8];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    float ss[8];
-#pragma unroll
-    for (int m = 0; m < 8; ++m) ss[m] = 0.0f;
-#pragma unroll 8
-    for (int i = threadIdx.x; i < K; i += blockDim.x)
-#pragma unroll
-        for (int m = 0; m < 8; ++m)
-            if (m < M) ss[m] = fmaf(x[(size_t)m * K + i], x[(size_t)m * K + i], ss[m]);
-#pragma unroll
-    for (int m = 0; m < 8; ++m) {
-        const float v = warp_sum(ss[m]);
-        if (m < M && lane == 0) s_part[m][warp] = v;
-    }
-    __syncthreads();
-    if (warp == 0)
-#pragma unroll
-        for (int m = 0; m < 8; ++m) {
-            const float total = warp_sum(lane < n_warps && m < M ? s_part[m][lane] : 0.0f);
-            if (m < M && lane == 0) s_rstd[m] = rsqrtf(total / K + eps);
-        }
-    __syncthreads();
-    const int k8 = K / 8;
-    for (int idx = threadIdx.x; idx < M * k8; idx += blockDim.x) {
-        const int m = idx / k8, c = (idx - m * k8) * 8;
-        const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)m * K + c);
-        const float4 *wr = reinterpret_cast<const float4 *>(nw + c);
-        const float4 a = xr[0], b = xr[1], ga = wr[0], gb = wr[1];
-        const float r = s_rstd[m];
-        __align__(16) dtype h[8] = {from_f32(a.x * r * ga.x), from_f32(a.y * r * ga.y), from_f32(a.z * r * ga.z),
-                                    from_f32(a.w * r * ga.w), from_f32(b.x * r * gb.x), from_f32(b.y * r * gb.y),
-                                    from_f32(b.z * r * gb.z), from_f32(b.w * r * gb.w)};
-        *reinterpret_cast<uint4 *>(stage + (size_t)m * ks + c) = *reinterpret_cast<const uint4 *>(h);
-    }
-    __syncthreads();
-}
-
-// One warp's k range of its 8 weight rows.
-struct Span {
-    const dtype *wr;  // this lane's weight row
-    int k_end, t, g, M;
-};
-
-// This lane's weights at column k (zero past the range).
-__device__ __forceinline__ uint4 load_w(const Span &sp, int k) {
-    return k < sp.k_end ? __ldcs(reinterpret_cast<const uint4 *>(sp.wr + k)) : make_uint4(0, 0, 0, 0);
-}
-
-// UNROLL k blocks from kb: every load issued before the mma's. LOAD_W: load this pass's weights (else wv
-// holds them already); with PIPE the next pass's weights are also put in flight and left in wv. x rows are
-// xs[row * stride + k] (global memory, or with STAGED the fused norm's rows in shared memory).
-template <bool LOAD_W, bool STAGED>
-__device__ __forceinline__ void pass(float (&acc)[MT][4], uint4 (&wv)[UNROLL], const Span &sp, const dtype *xs,
-                                     int stride, int kb) {
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-        const int k = kb + u * 32 + 8 * sp.t;
-        if (PIPE) wn[u] = load_w(sp, k + UNROLL * 32);
-        if (LOAD_W) wv[u] = load_w(sp, k);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            const int r0 = mt * 16 + sp.g, r1 = r0 + 8;
-            xa[u][mt] = (k < sp.k_end && r0 < sp.M) ? load_x<STAGED>(xs, r0, stride, k) : zero;
-            xb[u][mt] = (MAX_M > 8 && k < sp.k_end && r1 < sp.M) ? load_x<STAGED>(xs, r1, stride, k) : zero;
-        }
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-        if (kb + u * 32 >= sp.k_end) break;  // warp-uniform
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
-            mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
-        }
-    }
-    if (PIPE) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
-    }
+// Eight operands of row `row` of x from column k.
+__device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
+    return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
 }
 
 extern "C" __global__ void __launch_bounds__(512) gemv(
     void *__restrict__ y,                  // [M, N] f32 (see EPI_SWIGLU; unused with EPI_ROPE)
-    const void *__restrict__ x_in,         // [M, K] operand, or f32 with norm_w
+    const dtype *__restrict__ x,           // [M, K]
     const dtype *__restrict__ w,           // [N, K]
     const float *__restrict__ bias,        // [N] or null
     int M, int N, int K, int ksplit, int accumulate,
@@ -165,19 +65,11 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     const int *__restrict__ slots,         // [M]
     const int *__restrict__ pos,           // [M]
     const float *__restrict__ freq_factors,  // [rope_dim / 2] or null
-    int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx,
-    const float *__restrict__ norm_w,      // [K]: fused RMSNorm of x (MAX_M == 8), or null
-    float eps) {
-    // [n_warps][MT][4][32] when ksplit > 1, then the staged rows [M][ks]
-    extern __shared__ float partial[];
-    const int ks = K + STAGE_PAD;
-    dtype *stage = reinterpret_cast<dtype *>(partial + (ksplit > 1 ? (blockDim.x >> 5) * MT * 4 * 32 : 0));
-    // blockDim.x == 32 * ksplit * groups: warp w takes part w % ksplit of K for the group of 8 weight rows
-    // w / ksplit (groups > 1 only with the fused norm: its rows are staged once for several groups)
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int part = warp % ksplit, grp = warp / ksplit;
+    int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
+    extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
+    const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
-    const int n0 = (blockIdx.x * (blockDim.x / (32 * ksplit)) + grp) * 8;  // this warp's 8 weight rows
+    const int n0 = blockIdx.x * 8;  // this block's 8 weight rows
     const int n = n0 + g;  // the weight row this lane loads
     float acc[MT][4];
 #pragma unroll
@@ -185,33 +77,55 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
-    const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
-    const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
-    const int k_end = min(K, (part + 1) * per_part * 32);
-    const int k_begin = part * per_part * 32;
-    const Span sp{wr, k_end, t, g, M};
-    uint4 wv[UNROLL];
-    if (MAX_M == 8 && norm_w != nullptr) {  // fused norm: the first weights are in flight while it runs
+    if (n0 < N) {
+        const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
+        const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
+        const int k_end = min(K, (part + 1) * per_part * 32);
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        const int k_begin = part * per_part * 32;
+        // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
+        // UNROLL k blocks are also in flight while these are used
+        uint4 wv[UNROLL];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) wv[u] = load_w(sp, k_begin + u * 32 + 8 * t);
-        stage_normed(stage, reinterpret_cast<const float *>(x_in), norm_w, M, K, ks, eps);
-        if (n0 < N) {
-            pass<false, true>(acc, wv, sp, stage, ks, k_begin);
-            for (int kb = k_begin + UNROLL * 32; kb < k_end; kb += UNROLL * 32)
-                pass<!PIPE, true>(acc, wv, sp, stage, ks, kb);
+        for (int u = 0; u < UNROLL; ++u) {
+            const int k = k_begin + u * 32 + 8 * t;
+            if (PIPE) wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
         }
-    } else if (n0 < N) {
-        const dtype *x = reinterpret_cast<const dtype *>(x_in);
-        if (PIPE)
+        for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
+            uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = load_w(sp, k_begin + u * 32 + 8 * t);
-        for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) pass<!PIPE, false>(acc, wv, sp, x, K, kb);
+            for (int u = 0; u < UNROLL; ++u) {
+                const int k = kb + u * 32 + 8 * t;
+                const int kn = PIPE ? k + UNROLL * 32 : k;
+                wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
+                if (!PIPE) wv[u] = wn[u];
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    const int r0 = mt * 16 + g, r1 = r0 + 8;
+                    xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
+                    xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                if (kb + u * 32 >= k_end) break;  // warp-uniform
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
+                    mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
+                }
+            }
+            if (PIPE) {
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
+            }
+        }
     }
     if (ksplit > 1) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int i = 0; i < 4; ++i) partial[((warp * MT + mt) * 4 + i) * 32 + lane] = acc[mt][i];
+            for (int i = 0; i < 4; ++i) partial[((part * MT + mt) * 4 + i) * 32 + lane] = acc[mt][i];
         __syncthreads();
         if (part != 0) return;
 #pragma unroll
@@ -219,7 +133,7 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 float s = 0.0f;
-                for (int p = 0; p < ksplit; ++p) s += partial[(((grp * ksplit + p) * MT + mt) * 4 + i) * 32 + lane];
+                for (int p = 0; p < ksplit; ++p) s += partial[((p * MT + mt) * 4 + i) * 32 + lane];
                 acc[mt][i] = s;
             }
     }

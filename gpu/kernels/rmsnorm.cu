@@ -1,6 +1,4 @@
-// out[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w, f32 in, operand type out; one block per row.
-// The block size is part of the result (the order of the sum of squares, see row_sumsq): the launcher
-// uses the block size of the gemv that reads `out`, whose fused norm computes the same bits.
+// out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w, f32 in, operand type out.
 #include "common.cuh"
 
 extern "C" __global__ void rmsnorm(dtype *__restrict__ out,       // [n_rows, dim]
@@ -8,7 +6,9 @@ extern "C" __global__ void rmsnorm(dtype *__restrict__ out,       // [n_rows, di
                                    const float *__restrict__ w,   // [dim]
                                    int dim, float eps) {
     const float *xr = x + (size_t)blockIdx.x * dim;
-    const float rstd = rsqrtf(block_sum(row_sumsq(xr, dim, threadIdx.x, blockDim.x)) / dim + eps);
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    const float rstd = rsqrtf(block_sum(ss) / dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         out[(size_t)blockIdx.x * dim + i] = from_f32(xr[i] * rstd * w[i]);
 }

@@ -1,4 +1,4 @@
-"""attention_decode.cu: flash-decoding of one new query per sequence, splits merged in the same launch."""
+"""attention_decode.cu + attention_combine.cu: flash-decoding of one new query per sequence."""
 
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ def n_splits(max_ctx: int) -> int:
     return blocks(max_ctx, SPLIT_LEN)
 
 
-def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out, part_ml, done) -> None:
+def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out, part_ml) -> None:
     """out [n, n_heads * hd] operand: softmax(q k^T / sqrt(hd)) v over positions 0..pos[i] of slots[i].
 
     q [n, n_heads, hd] operand; caches [n_slots, n_kv, max_ctx, hd]; slots, pos [n] int32 (device, so a
     captured graph reads each step's values); part_out [n, n_heads, S, hd] and part_ml [n, n_heads, S, 2]
-    f32 scratch with S = n_splits(max_ctx); done [n, n_heads] uint32 split counters, zeroed once when
-    allocated (each launch leaves them zero).
+    f32 scratch with S = n_splits(max_ctx).
     """
     n, n_heads, head_dim = q.shape
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
@@ -40,8 +39,10 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     check(pos, "pos", np.int32, (n,))
     check(part_out, "part_out", np.float32, (n, n_heads, splits, head_dim))
     check(part_ml, "part_ml", np.float32, (n, n_heads, splits, 2))
-    check(done, "done", np.uint32, (n, n_heads))
-    fn = rt.kernel("attention_decode", "PPPPPPPPPiiiif", HEAD_DIM=head_dim)
-    rt.launch(fn, (n_heads, n, splits), (64, 1, 1), ptr(out), ptr(done), ptr(part_out), ptr(part_ml), ptr(q),
-              ptr(k_cache), ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN,
+    first = rt.kernel("attention_decode", "PPPPPPPiiiif", HEAD_DIM=head_dim)
+    rt.launch(first, (n_heads, n, splits), (64, 1, 1), ptr(part_out), ptr(part_ml), ptr(q), ptr(k_cache),
+              ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN,
               np.float32(1.0 / math.sqrt(head_dim)))
+    combine = rt.kernel("attention_combine", "PPPPiii")
+    rt.launch(combine, (n_heads, n, 1), (min(1024, blocks(head_dim, 32) * 32), 1, 1), ptr(out),
+              ptr(part_out), ptr(part_ml), ptr(pos), splits, SPLIT_LEN, head_dim)

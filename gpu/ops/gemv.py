@@ -1,7 +1,6 @@
 """gemv.cu: y (+)= x @ w.T + bias for at most 64 rows of x (decode batches, short prompts): weights
 streamed once into tensor-core fragments; a row's result does not depend on how many rows share the
-launch (batch invariance). For up to 8 rows it can also RMS-normalise x itself (`Norm`), bit-identically
-to rmsnorm.cu launched with `norm_threads`, saving the norm's launch."""
+launch (batch invariance)."""
 
 from __future__ import annotations
 
@@ -16,25 +15,11 @@ from . import blocks, check
 
 MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
-_MAX_KSPLIT = 16  # warps per group of 8 weight rows, its K split over them
+_MAX_KSPLIT = 16  # warps per block: one group of 8 weight rows, its K split over the block's warps
 _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 # row buckets up to this size software-pipeline their weight loads; off: on an H200 it cost 9% of batch-1
 # decode (Qwen2.5-0.5B shape) and 7% (Phi-3-mini shape), measured by bench/gpu_bench.py
 PIPELINE_MAX_M = 0
-# fused RMSNorm: at most this many rows (the kernel supports 8; 0 turns it off), staged in at most
-# NORM_STAGE_BYTES of shared memory per block (more would cut the blocks resident per SM)
-NORM_MAX_M = 8
-NORM_STAGE_BYTES = 16 * 1024
-NORM_BLOCK_WARPS = 4  # with the fused norm a block takes max(1, this // ksplit) groups of 8 weight rows
-_STAGE_PAD = 32  # operands of padding per staged row (gemv.cu's STAGE_PAD)
-
-
-@dataclass(frozen=True)
-class Norm:
-    """RMSNorm the gemv applies to its f32 input rows before the projection."""
-
-    weight: Any  # [K] f32
-    eps: float
 
 
 @dataclass(frozen=True)
@@ -65,30 +50,12 @@ def ksplit_for(rt: Runtime, n: int, k: int) -> int:
     return ksplit
 
 
-def _norm_groups(ksplit: int) -> int:
-    """Groups of 8 weight rows per block with the fused norm: its rows are staged once for all of them."""
-    return max(1, NORM_BLOCK_WARPS // ksplit)
-
-
-def norm_threads(rt: Runtime, n: int, k: int) -> int:
-    """Block size of the fused-norm gemv of w [n, k]: an rmsnorm feeding that projection with this many
-    threads per row computes the same bits as the fused norm (the order of its sum of squares)."""
-    ksplit = ksplit_for(rt, n, k)
-    return 32 * ksplit * _norm_groups(ksplit)
-
-
-def fuses_norm(m: int, k: int) -> bool:
-    """Whether gemv takes `Norm` for x [m, k] (else run rmsnorm with `norm_threads` first)."""
-    return m <= min(NORM_MAX_M, 8) and m * (k + _STAGE_PAD) * 2 <= NORM_STAGE_BYTES
-
-
 def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False,
-         rope: RopeKV | None = None, norm: Norm | None = None) -> None:
+         rope: RopeKV | None = None) -> None:
     """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0.
 
     swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up.
-    rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets.
-    norm: x is f32 and is RMS-normalised first (only where `fuses_norm(M, K)`)."""
+    rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets."""
     m, k = x.shape
     n = w.shape[0]
     if m > MAX_ROWS:
@@ -97,15 +64,7 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
         raise InvalidInput(f"x: K = {k} is not a multiple of 8")
     if swiglu and (n % 2 or accumulate):
         raise InvalidInput(f"swiglu output: N = {n} must be even and y cannot accumulate")
-    if norm is None:
-        check(x, "x", rt.operand, (m, k))
-        norm_args = (0, np.float32(0))
-    else:
-        if not fuses_norm(m, k):
-            raise InvalidInput(f"x: {m} rows of {k}: too many for the fused norm (see fuses_norm)")
-        check(x, "x", np.float32, (m, k))
-        check(norm.weight, "norm weight", np.float32, (k,))
-        norm_args = (ptr(norm.weight), np.float32(norm.eps))
+    check(x, "x", rt.operand, (m, k))
     check(w, "w", rt.operand, (n, k))
     if rope is None:
         check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
@@ -117,15 +76,11 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
-    fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffiPf", MAX_M=max_m, EPI_SWIGLU=int(swiglu),
+    fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", MAX_M=max_m, EPI_SWIGLU=int(swiglu),
                    EPI_ROPE=int(rope is not None), PIPE=pipe)
-    groups = 1 if norm is None else _norm_groups(ksplit)  # (the sums per output are the same either way)
-    warps = ksplit * groups
-    shared = warps * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
-    if norm is not None:
-        shared += m * (k + _STAGE_PAD) * 2  # the normalised rows, operand type
-    rt.launch(fn, (blocks(blocks(n, 8), groups), 1, 1), (32 * warps, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias),
-              m, n, k, ksplit, int(accumulate), *rope_args, *norm_args, shared=shared)
+    shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
+    rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
+              ksplit, int(accumulate), *rope_args, shared=shared)
 
 
 def _rope_args(rt: Runtime, r: RopeKV, m: int, n: int) -> tuple:

@@ -87,15 +87,14 @@ def test_embedding(rt, rng):
     assert rel_err(get(rt, out), ref.embedding(table_f, ids)) <= 1e-6
 
 
-@pytest.mark.parametrize(("n", "dim", "threads"),
-                         [(1, 64, 1024), (5, 333, 1024), (3, 3072, 1024), (4, 3072, 32), (2, 896, 128)])
-def test_rmsnorm(rt, rng, n, dim, threads):
+@pytest.mark.parametrize(("n", "dim"), [(1, 64), (5, 333), (3, 3072)])
+def test_rmsnorm(rt, rng, n, dim):
     from gpu.ops.rmsnorm import rmsnorm
 
     x = (rng.standard_normal((n, dim)) * 3).astype(np.float32)
     w = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
     out = empty(rt, (n, dim))
-    rmsnorm(rt, out, f32(rt, x), f32(rt, w), 1e-5, threads=threads)
+    rmsnorm(rt, out, f32(rt, x), f32(rt, w), 1e-5)
     assert rel_err(get(rt, out), ref.rmsnorm(x, w, 1e-5)) <= 1e-2
 
 
@@ -182,19 +181,14 @@ def test_attention_decode(rt, rng, head_dim, n_heads, n_kv):
     slots = rng.choice(n_slots, n, replace=False)
     pos = np.array([0, 255, 256, max_ctx - 1])[rng.permutation(n)]
     s = n_splits(max_ctx)
+    out = empty(rt, (n, n_heads * head_dim))
     part_out = empty(rt, (n, n_heads, s, head_dim), np.float32)
     part_ml = empty(rt, (n, n_heads, s, 2), np.float32)
-    done = rt.to_device(np.zeros((n, n_heads), np.uint32), "test")
-    for launch in range(2):  # the second launch finds the split counters zero again
-        out = empty(rt, (n, n_heads * head_dim))
-        attention_decode(rt, out, q, kc, vc, ints(rt, slots), ints(rt, pos), part_out, part_ml, done)
-        got = get(rt, out)
-        for i in range(n):
-            kv = slice(0, pos[i] + 1)
-            want = ref.attention_decode(q_f[i], k_f[slots[i], :, kv], v_f[slots[i], :, kv])
-            assert rel_err(got[i], want) <= 1e-2, f"launch {launch}, row {i} (pos {pos[i]})"
-        assert not done.get().any(), "split counters not reset"
-        pos = np.array([63, 64, 1, 500])[rng.permutation(n)]  # one split, two, one, eight
+    attention_decode(rt, out, q, kc, vc, ints(rt, slots), ints(rt, pos), part_out, part_ml)
+    got = get(rt, out)
+    for i in range(n):
+        want = ref.attention_decode(q_f[i], k_f[slots[i], :, : pos[i] + 1], v_f[slots[i], :, : pos[i] + 1])
+        assert rel_err(got[i], want) <= 1e-2, f"row {i} (pos {pos[i]})"
 
 
 @pytest.mark.parametrize(("t", "start"), [(1, 0), (77, 0), (45, 50), (300, 7)])
@@ -269,61 +263,6 @@ def test_gemv_with_rope_kv_epilogue(rt, rng, m, head_dim, rope_dim, factors):
     if rope_dim:
         cos, sin = ref.rope_cos_sin(pos, ref.rope_inv_freq(rope_dim, 10000.0, ff), 1.19)
         q, k = ref.rope_normal(q, cos, sin), ref.rope_normal(k, cos, sin)
-    assert rel_err(get(rt, q_out), q) <= 1e-2
-    kh, vh = get(rt, kc), get(rt, vc)
-    assert rel_err(kh[slots, :, pos], k) <= 1e-2
-    assert rel_err(vh[slots, :, pos], v) <= 1e-2
-
-
-@pytest.mark.parametrize(("m", "n", "k", "epilogue"),
-                         [(1, 1001, 896, "plain"), (3, 2 * 704, 512, "swiglu"), (8, 517, 896, "plain"),
-                          (2, 4096, 3072, "swiglu"), (1, 9160, 3072, "plain")])
-def test_gemv_with_fused_rmsnorm(rt, rng, m, n, k, epilogue):
-    """The fused norm matches the reference, and bit for bit rmsnorm (with norm_threads) + gemv."""
-    from gpu.ops.gemv import Norm, fuses_norm, gemv, norm_threads
-    from gpu.ops.rmsnorm import rmsnorm
-
-    assert fuses_norm(m, k)
-    x = (rng.standard_normal((m, k)) * 3).astype(np.float32)
-    g = (1 + 0.1 * rng.standard_normal(k)).astype(np.float32)
-    w, w_f = operand(rt, (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32))
-    bias = rng.standard_normal(n).astype(np.float32)
-    swiglu = epilogue == "swiglu"
-    shape = (m, n // 2) if swiglu else (m, n)
-    x_d, g_d, b_d = f32(rt, x), f32(rt, g), f32(rt, bias)
-    fused = empty(rt, shape, None if swiglu else np.float32)
-    gemv(rt, fused, x_d, w, b_d, swiglu=swiglu, norm=Norm(g_d, 1e-5))
-    h = empty(rt, (m, k))
-    rmsnorm(rt, h, x_d, g_d, 1e-5, threads=norm_threads(rt, n, k))
-    split = empty(rt, shape, None if swiglu else np.float32)
-    gemv(rt, split, h, w, b_d, swiglu=swiglu)
-    got = get(rt, fused)
-    s = ref.linear(ref.rmsnorm(x, g, 1e-5), w_f, bias)  # [m, n]
-    want = ref.swiglu(s[:, 0::2], s[:, 1::2]) if swiglu else s
-    assert rel_err(got, want) <= 1e-2
-    assert np.array_equal(got, get(rt, split)), "fused norm differs from rmsnorm + gemv"
-
-
-def test_gemv_with_fused_rmsnorm_and_rope_kv_epilogue(rt, rng):
-    from gpu.ops.gemv import Norm, RopeKV, gemv
-
-    m, n_heads, n_kv, head_dim, n_slots, max_ctx, dim = 2, 14, 2, 64, 3, 300, 896
-    n = (n_heads + 2 * n_kv) * head_dim
-    x = (rng.standard_normal((m, dim)) * 3).astype(np.float32)
-    g = (1 + 0.1 * rng.standard_normal(dim)).astype(np.float32)
-    w, w_f = operand(rt, (rng.standard_normal((n, dim)) / math.sqrt(dim)).astype(np.float32))
-    slots = rng.choice(n_slots, m, replace=False)
-    pos = rng.choice(max_ctx, m, replace=False)
-    q_out = empty(rt, (m, n_heads, head_dim))
-    kc, vc = empty(rt, (n_slots, n_kv, max_ctx, head_dim)), empty(rt, (n_slots, n_kv, max_ctx, head_dim))
-    gemv(rt, None, f32(rt, x), w, None, norm=Norm(f32(rt, g), 1e-6),
-         rope=RopeKV(q_out, kc, vc, ints(rt, slots), ints(rt, pos), head_dim, 1e6))
-    qkv = ref.linear(ref.rmsnorm(x, g, 1e-6), w_f)  # [m, n]
-    cos, sin = ref.rope_cos_sin(pos, ref.rope_inv_freq(head_dim, 1e6))
-    q = ref.rope_normal(qkv[:, : n_heads * head_dim].reshape(m, n_heads, head_dim), cos, sin)
-    k = ref.rope_normal(qkv[:, n_heads * head_dim : (n_heads + n_kv) * head_dim].reshape(m, n_kv, head_dim),
-                        cos, sin)
-    v = qkv[:, (n_heads + n_kv) * head_dim :].reshape(m, n_kv, head_dim)
     assert rel_err(get(rt, q_out), q) <= 1e-2
     kh, vh = get(rt, kc), get(rt, vc)
     assert rel_err(kh[slots, :, pos], k) <= 1e-2
