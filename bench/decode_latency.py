@@ -1,11 +1,11 @@
 """Decode-step latency on the device: random-weight Qwen2.5-0.5B-shape and Phi-3-mini-shape F16 models
 (gguf_loader.synthetic, byte vocab of the real size), the GPU time of one replayed CUDA-graph step and
 greedy tok/s (argmax on the GPU) at batch 1/8/32/64 after 32-token prompts, and the kernels of one eager
-step at batch 1 and 64 (the runtime's per-launch event profile). JSON lines to --out, a table last.
+step at batch 1 and 64 (the runtime's per-launch event profile: each time includes several µs of launch
+and event overhead, so compare them only with each other). JSON lines to --out, a table last.
 
     python3 bench/decode_latency.py --out $OUT/latency.jsonl [--models qwen,phi3] [--batches 1,8,32,64]
         [--label new] [--src DIR]   # gpu/ from another checkout first: an A/B on the same card and files
-        [--sweep]   # also batch 1 (and 8) under other settings of gpu.ops.gemv (SWEEP), recaptured
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 BATCHES = (1, 8, 32, 64)
 PROMPT, STEPS, REPLAYS = 32, 32, 50
-SWEEP = {  # label -> gpu.ops.gemv settings: the fused RMSNorm off, or its blocks of other sizes
-    "unfused-norm": {"NORM_MAX_M": 0},
-    "norm-warps-1": {"NORM_BLOCK_WARPS": 1},
-    "norm-warps-2": {"NORM_BLOCK_WARPS": 2},
-    "norm-warps-8": {"NORM_BLOCK_WARPS": 8},
-}
 
 
 def write_model(workdir: Path, name: str) -> Path:
@@ -120,11 +114,9 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=BENCH.parent)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/orcd-latency"))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args()
     sys.path[:0] = [str(args.src.resolve()), str(BENCH)]
     from gpu.cuda_engine import CudaEngine
-    from gpu.ops import gemv
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -138,18 +130,6 @@ def main() -> None:
         print(f"[{name}: {rt.name}, copy {bandwidth / 1e9:.0f} GB/s, limit {limit:.0f} tok/s]", flush=True)
         for batch in map(int, args.batches.split(",")):
             rows.append(measure(eng, name, args.label, batch, limit, batch in (1, 64), args.out))
-        for label, settings in SWEEP.items() if args.sweep else ():
-            if not all(hasattr(gemv, k) for k in settings):
-                continue
-            defaults = {k: getattr(gemv, k) for k in settings}
-            for k, v in settings.items():
-                setattr(gemv, k, v)
-            for batch in (1, 8) if label == "unfused-norm" else (1,):
-                eng.graphs.close()  # recaptured under these settings
-                rows.append(measure(eng, name, f"{args.label}-{label}", batch, limit, batch == 1, args.out))
-            for k, v in defaults.items():
-                setattr(gemv, k, v)
-            eng.graphs.close()
         eng.close()
     print("\n| model | version | batch | graph step (GPU) ms | tok/s greedy | launches |")
     print("|---|---|---|---|---|---|")
