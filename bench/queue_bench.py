@@ -128,15 +128,23 @@ def run_jobs(client, jobs) -> tuple[float, int, list]:
     return wall, sum(r.usage.completion_tokens for r in results), results
 
 
-def queue_ttft_ms(client, prompt: str, k: int) -> float:
-    """submit() → first tokens event, as the client sees it."""
+def queue_ttft_ms(client, prompt: str, k: int) -> tuple[float, float, float, float]:
+    """submit() → first tokens event, as the client sees it; and its parts by the events' clocks (ms):
+    job created → admitted into the batch (Celery, the worker's task, the engine process's scheduler),
+    admitted → first token (prefill, first sample), first token → seen by the client (publishing)."""
     from worker.schemas import Job
 
+    job = Job(prompt=prompt, params=job_params(k, 1))
     start = time.perf_counter()
-    handle = client.submit(Job(prompt=prompt, params=job_params(k, 1)))
+    handle = client.submit(job)
+    seen = None
     for event in handle.stream(timeout_s=60):
-        if event.type == "tokens":
-            return (time.perf_counter() - start) * 1000.0
+        if event.type == "tokens" and seen is None:
+            seen = (time.perf_counter() - start) * 1000.0, time.time()
+        if event.type == "done":
+            timings = event.timings
+            publish = (seen[1] - job.created_at) * 1000.0 - timings.ttft_ms
+            return seen[0], timings.queue_ms, timings.ttft_ms - timings.queue_ms, publish
     raise RuntimeError(f"job {handle.id} ended without a token")
 
 
@@ -192,7 +200,9 @@ def main() -> int:
         figures |= {"queue_tokens": n_tokens, "queue_wall_s": wall, "queue_tok_s": n_tokens / wall,
                     "worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
         ttfts = [queue_ttft_ms(client, PROMPTS[k % len(PROMPTS)], k) for k in range(args.ttft_runs)]
-        figures["queue_ttft_ms"] = statistics.median(ttfts)
+        for i, name in enumerate(("queue_ttft_ms", "ttft_part_admit_ms", "ttft_part_engine_ms",
+                                  "ttft_part_publish_ms")):
+            figures[name] = statistics.median(t[i] for t in ttfts)
     if "engine_tok_s" in figures:
         figures["queue_vs_engine"] = figures["queue_tok_s"] / (figures["engine_tok_s"] * len(args.gpus))
         figures["queue_ttft_overhead_ms"] = figures["queue_ttft_ms"] - figures["engine_ttft_ms"]

@@ -121,7 +121,8 @@ def celery_sender(settings: Settings) -> Sender:
 
     def send(job: Job, queue: str, priority: int) -> None:
         app.send_task(GENERATE, args=[job.model_dump(mode="json")], queue=queue, priority=priority,
-                      task_id=job.id)
+                      task_id=job.id, argsrepr=f"[job {job.id}]", kwargsrepr="{}")  # given: Celery's
+        # own repr of the whole job (saferepr, for monitors) took ~1.2 ms of every submit
 
     return send
 
