@@ -138,6 +138,7 @@ def test_engine_allocation_failure_fails_the_call_and_the_engine_serves_on(engin
         assert left < logits_buffer_bytes(engine), f"the filler left {left} bytes free"
         with pytest.raises(OutOfMemory) as info:
             engine.prefill_all_logits(slot, prompt)
+    print(f"filler left {left} bytes free; the error: {info.value}")  # shown with -s (docs/reliability.md)
     assert MESSAGE.fullmatch(str(info.value)), str(info.value)
     assert engine.seq_len(slot) == 0  # the failed step left the sequence as it was
     assert dict(engine.rt.allocated) == allocated
