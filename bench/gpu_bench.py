@@ -251,9 +251,9 @@ def bench_llama_cpp(out: Path, name: str, path: Path, variant: int = 0) -> None:
     rng = np.random.default_rng(0)
     vocab = llm.n_vocab()
 
-    def next_token() -> int:  # greedy over the last position's logits (llm.scores stays empty
-        # without logits_all, which would make every prefill copy all its logits)
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(vocab,))
+    def next_token(ctx=llm._ctx.ctx) -> int:  # greedy over the last position's logits (llm.scores
+        # stays empty without logits_all, which would make every prefill copy all its logits)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
         return int(np.argmax(logits))
 
     llm.reset()

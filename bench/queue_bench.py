@@ -133,7 +133,8 @@ def queue_ttft_ms(client, prompt: str, k: int) -> tuple[float, ...]:
     """One job on the idle worker, in ms: submit() → first tokens event seen by the client; `queued`
     event → that (the issue's "queued → first token"); and its parts by the events' clocks: job created
     → admitted into the batch (Celery, the worker's task, the engine process's scheduler), admitted →
-    first token chosen... (prefill), first token → seen by the client (first sample on the host, publishing)."""
+    first token chosen... (prefill), first token → seen by the client (first sample on the host,
+    publishing)."""
     from worker.schemas import Job
 
     job = Job(prompt=prompt, params=job_params(k, 1))

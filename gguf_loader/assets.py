@@ -7,6 +7,7 @@ under a temporary name, hashed, then renamed, so a half-downloaded or corrupted 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -126,7 +127,7 @@ def _copy_member(archive: Path, member: str, out) -> None:
             if info.isfile() and info.name.endswith("/" + member):
                 src = tf.extractfile(info)
                 assert src is not None
-                for block in iter(lambda: src.read(1 << 20), b""):
+                for block in iter(functools.partial(src.read, 1 << 20), b""):
                     out.write(block)
                 return
     raise AssetError(f"{archive.name} has no member ending in {member!r}")

@@ -97,13 +97,14 @@ class RemoteMetrics:
 class EngineChild:
     """The scheduler over a loaded engine, driven by the worker's messages."""
 
-    def __init__(self, engine: Any, tokenizer: Any, conn_out: Connection, step_delay_s: float) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, conn_out: Connection, step_delay_s: float,
+                 admit_window_s: float) -> None:
         self.engine, self.tokenizer = engine, tokenizer
         self.outbox = Outbox(conn_out)
         self.cancels: set[str] = set()  # flagged by the worker; read by the scheduler each turn
         self.scheduler = Scheduler(engine, cancelled=lambda ids: self.cancels & set(ids),
                                    on_turn=self.outbox.flush, step_delay_s=step_delay_s,
-                                   metrics=RemoteMetrics(self.outbox))
+                                   metrics=RemoteMetrics(self.outbox), admit_window_s=admit_window_s)
 
     def serve(self, conn_in: Connection) -> None:
         """Run until the worker says stop (clean exit) or its end of the pipe closes (exit at once)."""
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # reported to the worker, which stops with this message
         conn_out.send(("fatal", type(exc).__name__, str(exc)))
         return 1
-    child = EngineChild(engine, tokenizer, conn_out, spec["step_delay_s"])
+    child = EngineChild(engine, tokenizer, conn_out, spec["step_delay_s"], spec["admit_window_s"])
     conn_out.send(("ready", {"backend": engine.backend, "max_batch": engine.max_batch,
                              "max_context": engine.max_context, "pid": os.getpid()}))
     child.serve(conn_in)

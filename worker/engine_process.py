@@ -87,8 +87,10 @@ class EngineProcess:
         """Spawn the child and wait until its model is loaded; raise EngineStartFailed if it cannot."""
         child_in, parent_out = os.pipe()
         parent_in, child_out = os.pipe()
-        spec = {"model": self.model_path, "backend": self.settings.backend, "max_batch": self.settings.max_batch,
-                "max_context": self.settings.max_context, "step_delay_s": self.settings.step_delay_ms / 1000.0,
+        s = self.settings
+        spec = {"model": self.model_path, "backend": s.backend, "max_batch": s.max_batch,
+                "max_context": s.max_context, "step_delay_s": s.step_delay_ms / 1000.0,
+                "admit_window_s": s.admit_window_ms / 1000.0,
                 "gil_switch_us": self.settings.gil_switch_us, "fd_in": child_in, "fd_out": child_out,
                 "parent_pid": os.getpid(),
                 "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
@@ -111,7 +113,8 @@ class EngineProcess:
             self._proc.wait()
             raise EngineStartFailed(f"{message[1]}: {message[2]}")
         info = message[1]
-        self.backend, self.max_batch, self.max_context = info["backend"], info["max_batch"], info["max_context"]
+        self.backend, self.max_batch, self.max_context = (info["backend"], info["max_batch"],
+                                                          info["max_context"])
         logger.info("engine process %d serving %s on %s (max_batch %d, max_context %d)", info["pid"],
                     self.model_path, self.backend, self.max_batch, self.max_context)
         threading.Thread(target=self._receive, name="orcd-engine-rx", daemon=True).start()
@@ -139,9 +142,9 @@ class EngineProcess:
     def submit(self, request: Request) -> None:
         self._sinks[request.job_id] = request.sink
         try:
-            self._send(("submit", JobSpec(request.job_id, request.prompt_ids, request.params, request.max_tokens,
-                                          request.priority, request.deadline, request.correlation_id,
-                                          request.submitted_at)))
+            self._send(("submit", JobSpec(request.job_id, request.prompt_ids, request.params,
+                                          request.max_tokens, request.priority, request.deadline,
+                                          request.correlation_id, request.submitted_at)))
         except SchedulerClosed:
             self._sinks.pop(request.job_id, None)
             raise
@@ -232,6 +235,7 @@ class EngineProcess:
         sinks, self._sinks = self._sinks, {}
         logger.critical("%s; failing its %d jobs", message, len(sinks))
         self._stopping.set()
+        self.on_lost(message)  # first: the owner stops taking jobs before these jobs' errors go out
         now = time.time()
         for job_id, sink in sinks.items():
             self.metrics.failed(EngineProcessDied.__name__)
@@ -240,7 +244,6 @@ class EngineProcess:
             except Exception:
                 logger.exception("job %s: reporting the engine's end failed", job_id)
         self.on_turn()
-        self.on_lost(message)
 
 
 class RemoteError(Exception):

@@ -3,11 +3,13 @@
 Each turn of the loop: take newly submitted requests; retire those cancelled or past their deadline;
 admit waiting requests (highest priority, then oldest) while the batch has room and the engine has a
 free KV slot, refusing any whose prompt plus max_tokens cannot fit in the context; prefill the newly
-admitted together; decode one token for everything running (`gpu.runner.decode_rows`, the decode step
-`orcd run` uses too: tokens picked on the GPU where the engine can, else sampled here from the logits);
-hand each step to the job's sink and free the slots of finished jobs. A failure is confined to the jobs
-it touches: a bad request fails alone, an engine error fails the batch it happened in, and the loop keeps
-serving. At `stop(close_engine=True)` the thread closes the engine itself, after its last turn.
+admitted together, and for up to `admit_window_s` also the jobs that arrived meanwhile (a burst of
+submissions joins the batch in a few turns instead of one decode step per arrival); decode one token
+for everything running (`gpu.runner.decode_rows`, the decode step `orcd run` uses too: tokens picked
+on the GPU where the engine can, else sampled here from the logits); hand each step to the job's sink
+and free the slots of finished jobs. A failure is confined to the jobs it touches: a bad request fails
+alone, an engine error fails the batch it happened in, and the loop keeps serving. At
+`stop(close_engine=True)` the thread closes the engine itself, after its last turn.
 
 Pure Python over two small protocols (`EngineLike`, `GenerationLike`), so it is tested without
 Celery, Redis or a GPU. It records the worker's metrics (worker/metrics.py) where it calls the sinks,
@@ -111,8 +113,10 @@ class Scheduler:
     def __init__(self, engine: EngineLike, *,
                  cancelled: Callable[[Collection[str]], set[str]] = lambda ids: set(),
                  clock: Callable[[], float] = time.time, step_delay_s: float = 0.0,
-                 on_turn: Callable[[], None] = lambda: None, metrics: WorkerMetrics | None = None) -> None:
+                 on_turn: Callable[[], None] = lambda: None, metrics: WorkerMetrics | None = None,
+                 admit_window_s: float = 0.0) -> None:
         self.engine = engine
+        self.admit_window_s = admit_window_s  # per turn: keep prefilling arrivals this long before decoding
         self.metrics = metrics or WorkerMetrics()
         self.on_turn = on_turn  # after each prefill and each turn (the publisher's cue to write)
         self.cancelled = cancelled
@@ -197,21 +201,30 @@ class Scheduler:
 
     def run_once(self) -> bool:
         """One turn of the loop; True when the engine ran."""
-        with self._wake:
-            inbox, self._inbox = self._inbox, []
-        for request in inbox:
-            heapq.heappush(self._waiting, _Waiting((-request.priority, next(self._order)), request))
+        self._take_inbox()
         self._retire_cancelled_and_late()
         admitted = self._admit()
-        if admitted:
+        prefilled = bool(admitted)
+        window_ends = time.perf_counter() + self.admit_window_s
+        while admitted:
             self._prefill(admitted)
             _call(self.on_turn)  # first tokens go out now, not after the decode step below
+            if time.perf_counter() >= window_ends:
+                break
+            self._take_inbox()  # jobs that arrived during that prefill join the batch before the decode
+            admitted = self._admit()  # step, so a burst of arrivals is not interleaved with decodes
         if self._running:
             self._decode()
             if self.step_delay_s:
                 time.sleep(self.step_delay_s)
         self.metrics.load(active=len(self._running), queued=self.n_waiting, kv_slots=len(self._running))
-        return bool(admitted or self._running)
+        return bool(prefilled or self._running)
+
+    def _take_inbox(self) -> None:
+        with self._wake:
+            inbox, self._inbox = self._inbox, []
+        for request in inbox:
+            heapq.heappush(self._waiting, _Waiting((-request.priority, next(self._order)), request))
 
     def _retire_cancelled_and_late(self) -> None:
         requests = [w.request for w in self._waiting] + [r.request for r in self._running]

@@ -137,7 +137,8 @@ class WorkerService:
                 engine = self.scheduler  # its backend, max_batch and max_context
             else:
                 self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
-                                           step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics)
+                                           step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics,
+                                           admit_window_s=settings.admit_window_ms / 1000.0)
                 self.scheduler.start()
         except BaseException:
             self._close_helpers()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     gil_switch_us: int = Field(200, ge=50, le=10000, description="the worker process's GIL switch interval "
                                "(sys.setswitchinterval): short, so the scheduler thread gets the GIL back "
                                "soon after each GPU wait (docs/queue.md)")
+    admit_window_ms: float = Field(25.0, ge=0.0, le=1000.0, description="per scheduler turn, keep "
+                                   "prefilling jobs that arrive during a prefill this long before decoding")
     engine_process: bool = Field(True, description="run the engine and its scheduler in a child process, "
                                  "clear of the worker's other threads (worker/engine_process.py)")
 

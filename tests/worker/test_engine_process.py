@@ -74,7 +74,8 @@ def test_engine_death_fails_its_jobs_clearly_and_the_worker_takes_no_more(tiny_m
         outcome: dict = {}
         import threading
 
-        runner = threading.Thread(target=lambda: outcome.update(service.run_job(sent[-1].model_dump(mode="json"))))
+        payload = sent[-1].model_dump(mode="json")
+        runner = threading.Thread(target=lambda: outcome.update(service.run_job(payload)))
         runner.start()
         deadline = time.monotonic() + 30
         while not any(e.type == "tokens" for e in read_log(redis, "long")):

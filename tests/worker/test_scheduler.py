@@ -295,3 +295,33 @@ def test_decode_goes_through_the_engines_device_sampling():
     assert [s.log for s in got] == [s.log for s in want]
     assert [len(s.tokens) for s in got] == [6] * 4
     assert engine.mixed_calls == [[False, True, False, True]] * 5  # jobs 1 and 3 want logprobs
+
+
+class ArrivingEngine(FakeEngine):
+    """A FakeEngine whose prefills bring new submissions, as a burst of jobs does on a real worker."""
+
+    def __init__(self, arrivals: list[Request], **kw) -> None:
+        super().__init__(**kw)
+        self.arrivals, self.scheduler = arrivals, None
+
+    def prefill(self, slots, prompts):
+        if self.arrivals:
+            self.scheduler.submit(self.arrivals.pop(0))
+        return super().prefill(slots, prompts)
+
+
+@pytest.mark.parametrize("window_s, expected", [
+    (10.0, [("prefill", [0]), ("prefill", [1]), ("prefill", [2]), ("decode", [0, 1, 2])]),
+    (0.0, [("prefill", [0]), ("decode", [0]), ("prefill", [1]), ("decode", [0, 1]), ("prefill", [2]),
+           ("decode", [0, 1, 2])]),
+])
+def test_jobs_arriving_during_a_prefill_join_before_the_decode_step_within_the_window(window_s, expected):
+    sinks = [RecordingSink() for _ in range(3)]
+    engine = ArrivingEngine([request(f"j{i}", [i + 1], 4, sinks[i]) for i in (1, 2)], max_batch=4)
+    scheduler = engine.scheduler = Scheduler(engine, admit_window_s=window_s)
+    scheduler.submit(request("j0", [1], 4, sinks[0]))
+    for _ in range(3):
+        scheduler.run_once()
+    assert engine.calls[:len(expected)] == expected
+    drain(scheduler)
+    assert [len(sink.tokens) for sink in sinks] == [4, 4, 4]

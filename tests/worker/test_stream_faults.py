@@ -135,7 +135,8 @@ def test_astream_reconnects_and_resumes_after_its_last_seq(monkeypatch):
     evs = events()
     write(fakeredis.FakeRedis(server=server), evs[:3])
     client = client_on(server, 5.0)
-    monkeypatch.setattr("redis.asyncio.Redis.from_url", lambda url, **kwargs: fakeredis.FakeAsyncRedis(server=server))
+    monkeypatch.setattr("redis.asyncio.Redis.from_url",
+                        lambda url, **kwargs: fakeredis.FakeAsyncRedis(server=server))
 
     async def main():
         got = []

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 QUEUE_SETTINGS = ("redis_url", "queue", "max_queue", "max_batch", "max_context", "model", "backend", "gpu",
                   "concurrency", "worker_name", "chunk_tokens", "chunk_ms", "job_timeout_s",
                   "visibility_timeout_s", "restore_interval_s", "heartbeat_s", "step_delay_ms",
-                  "metrics_port")
+                  "metrics_port", "admit_window_ms")
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,8 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--restore-interval", dest="restore_interval_s", type=float, default=None,
                    help="how often a worker looks for jobs of dead workers, seconds (10)")
     g.add_argument("--heartbeat", dest="heartbeat_s", type=float, default=None, help="seconds (5)")
+    g.add_argument("--admit-window-ms", type=float, default=None,
+                   help="per turn, keep prefilling jobs that arrive meanwhile this long before decoding (25)")
     g.add_argument("--step-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests: a slow GPU
 
 
