@@ -118,9 +118,10 @@ def run_jobs(client, jobs) -> tuple[float, int, list]:
         results[k] = handle.result(timeout_s=600)
 
     start = time.perf_counter()
-    threads = []
-    for k, job in enumerate(jobs):
-        thread = threading.Thread(target=follow, args=(k, client.submit(job)))
+    handles = [client.submit(job) for job in jobs]  # all submitted before any reader competes with this
+    threads = []  # thread for the GIL (a reader replays what it missed from the job's stream)
+    for k, handle in enumerate(handles):
+        thread = threading.Thread(target=follow, args=(k, handle))
         thread.start()
         threads.append(thread)
     for thread in threads:
