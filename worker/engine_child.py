@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -131,7 +132,7 @@ class EngineChild:
                 try:
                     self.scheduler.submit(request)
                 except SchedulerClosed as exc:
-                    request.sink.failed(exc, 0.0)
+                    request.sink.failed(exc, time.time())
             elif kind == "cancel":
                 self.cancels.update(message[1])
             elif kind == "stop":

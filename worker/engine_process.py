@@ -84,7 +84,9 @@ class EngineProcess:
     # ---- lifecycle
 
     def start(self) -> EngineProcess:
-        """Spawn the child and wait until its model is loaded; raise EngineStartFailed if it cannot."""
+        """Spawn the child and wait until its model is loaded; raise EngineStartFailed if it cannot.
+        Call it from a thread that lives as long as the worker (the main thread): Linux sends the
+        child its PR_SET_PDEATHSIG when the thread that spawned it exits."""
         child_in, parent_out = os.pipe()
         parent_in, child_out = os.pipe()
         s = self.settings
