@@ -49,6 +49,31 @@ def job_params(k: int, max_tokens: int) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, seed=1000 + k, temperature=0.8, ignore_eos=True)
 
 
+class TimedEngine:
+    """An engine whose prefill and decode calls add up their seconds (the time account the worker's
+    engine process logs, for the engine alone)."""
+
+    CALLS = {"prefill": "prefill", "decode": "decode", "decode_mixed": "decode", "decode_sample": "decode",
+             "decode_greedy": "decode"}
+
+    def __init__(self, engine) -> None:
+        self.engine, self.spent = engine, {"prefill": 0.0, "decode": 0.0}
+
+    def __getattr__(self, name: str):
+        value = getattr(self.engine, name)
+        phase = self.CALLS.get(name)
+        if phase is None:
+            return value
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self.spent[phase] += time.perf_counter() - t0
+        return timed
+
+
 def engine_figures(path: Path, args: argparse.Namespace, prompts_ids: list[list[int]], tokenizer) -> dict:
     """Aggregate tok/s of generate_batch over every job, and single-request TTFT (median)."""
     from gpu.engine import load_engine
@@ -62,8 +87,9 @@ def engine_figures(path: Path, args: argparse.Namespace, prompts_ids: list[list[
         requests = [GenerationRequest(prompts_ids[k % len(prompts_ids)], job_params(k, args.max_tokens))
                     for k in range(per_worker)]
         list(generate_batch(engine, tokenizer, requests[:2]))  # warm-up (kernels, graphs)
+        timed = TimedEngine(engine)
         start = time.perf_counter()
-        steps = generate_batch(engine, tokenizer, requests)
+        steps = generate_batch(timed, tokenizer, requests)
         n_tokens = sum(1 for _, step in steps if step.token_id is not None)
         wall = time.perf_counter() - start
         ttfts = []
@@ -78,7 +104,9 @@ def engine_figures(path: Path, args: argparse.Namespace, prompts_ids: list[list[
         del engine
         gc.collect()
     return {"backend": backend, "engine_jobs": per_worker, "engine_tokens": n_tokens,
-            "engine_tok_s": n_tokens / wall, "engine_ttft_ms": statistics.median(ttfts)}
+            "engine_tok_s": n_tokens / wall, "engine_ttft_ms": statistics.median(ttfts),
+            "engine_wall_s": wall, "engine_decode_s": timed.spent["decode"],
+            "engine_prefill_s": timed.spent["prefill"]}
 
 
 def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: str, logdir: Path) -> list:
@@ -86,8 +114,8 @@ def start_workers(args: argparse.Namespace, path: Path, redis_url: str, queue: s
     procs = []
     for gpu in args.gpus:
         name = f"bench-gpu{gpu}-{uuid.uuid4().hex[:6]}"
-        argv = [sys.executable, "-m", "worker.cli", "worker", "--model", str(path), "--backend", args.backend,
-                "--gpu", str(gpu), "--redis-url", redis_url, "--queue", queue,
+        argv = [sys.executable, "-m", "worker.cli", "-v", "worker", "--model", str(path),
+                "--backend", args.backend, "--gpu", str(gpu), "--redis-url", redis_url, "--queue", queue,
                 "--name", name, "--max-batch", str(per_worker), "--concurrency", str(per_worker),
                 "--max-context", str(args.max_context), "--heartbeat", "1",
                 "--chunk-tokens", str(args.chunk_tokens), "--chunk-ms", str(args.chunk_ms)]
@@ -206,6 +234,13 @@ def main() -> int:
         wall, n_tokens, results = run_jobs(client, jobs)
         figures |= {"queue_tokens": n_tokens, "queue_wall_s": wall, "queue_tok_s": n_tokens / wall,
                     "worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
+        time.sleep(0.5)  # the engine processes log their busy period's time account when it ends
+        for _name, _proc, log in procs:
+            log.flush()
+            lines = [line for line in Path(log.name).read_text(errors="replace").splitlines()
+                     if "turns," in line and "engine process" in line]
+            if lines:
+                figures[f"account_{_name}"] = lines[-1].split(": ", 1)[-1]
         ttfts = [queue_ttft_ms(client, PROMPTS[k % len(PROMPTS)], k) for k in range(args.ttft_runs)]
         for i, name in enumerate(("submit_ttft_ms", "queued_ttft_ms", "ttft_part_admit_ms",
                                   "ttft_part_engine_ms", "ttft_part_publish_ms")):

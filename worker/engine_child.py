@@ -29,16 +29,41 @@ from .scheduler import Request, Scheduler
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+REPORT_EVERY_S = 10.0
 
 
 class Outbox:
-    """Events of one scheduler turn, sent to the worker as one ("turn", [event, ...]) message."""
+    """Events of one scheduler turn, sent to the worker as one ("turn", [event, ...]) message.
+
+    It also keeps the process's time account: engine prefill and decode (from the scheduler's
+    metrics), sending (blocked when the worker reads too slowly) and the rest (the scheduler's own
+    Python: host sampling, detokenising, stop strings), logged at the end of each busy period (jobs
+    running or waiting) and every REPORT_EVERY_S within a long one."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._events: list[tuple] = []
         self._tokens = 0  # metrics.token() calls this turn, sent as one count
         self._lock = threading.Lock()
+        self._spent = {"prefill": 0.0, "decode": 0.0, "send": 0.0}
+        self._turns = self._n_tokens = 0
+        self._since = time.perf_counter()
+        self._busy = False
+
+    def busy(self, busy: bool) -> None:
+        """The scheduler's state after a turn: a busy period starts (account reset) or ends (logged)."""
+        if busy != self._busy:
+            now = time.perf_counter()
+            if busy:
+                self._spent = dict.fromkeys(self._spent, 0.0)
+                self._turns = self._n_tokens = 0
+                self._since = now
+            else:
+                self._report(now)
+            self._busy = busy
+
+    def account(self, phase: str, seconds: float) -> None:
+        self._spent[phase] = self._spent.get(phase, 0.0) + seconds
 
     def add(self, event: tuple) -> None:
         with self._lock:
@@ -52,9 +77,27 @@ class Outbox:
             events, self._events = self._events, []
             if self._tokens:
                 events.append(("metric", "tokens", (self._tokens,)))
+                self._n_tokens += self._tokens
                 self._tokens = 0
-        if events:
-            self.conn.send(("turn", events))
+        if not events:
+            return
+        t0 = time.perf_counter()
+        self.conn.send(("turn", events))
+        now = time.perf_counter()
+        self._spent["send"] += now - t0
+        self._turns += 1
+        if self._busy and now - self._since >= REPORT_EVERY_S:
+            self._report(now)
+
+    def _report(self, now: float) -> None:
+        wall, spent = now - self._since, self._spent
+        logger.info("engine process %d, last %.1f s: %d turns, %d tokens; decode %.2f s, prefill %.2f s, "
+                    "sending to the worker %.2f s, the rest (scheduler, host sampling, text) %.2f s",
+                    os.getpid(), wall, self._turns, self._n_tokens, spent["decode"], spent["prefill"],
+                    spent["send"], wall - sum(spent.values()))
+        self._spent = dict.fromkeys(spent, 0.0)
+        self._turns = self._n_tokens = 0
+        self._since = now
 
 
 class RemoteSink:
@@ -90,6 +133,11 @@ class RemoteMetrics:
 
     def load(self, *, active: int, queued: int, kv_slots: int) -> None:
         self.outbox.add(("metric", "load", (active, queued, kv_slots)))
+        self.outbox.busy(active + queued > 0)
+
+    def engine_step(self, phase: str, seconds: float) -> None:
+        self.outbox.account(phase, seconds)
+        self.outbox.add(("metric", "engine_step", (phase, seconds)))
 
     def __getattr__(self, name: str):  # started, finished, failed, first_token, decode_rate, engine_step
         return lambda *args: self.outbox.add(("metric", name, args))

@@ -121,3 +121,31 @@ def test_the_engine_process_ends_when_its_worker_is_killed(tiny_model, tmp_path)
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_the_engine_process_accounts_for_its_time(caplog):
+    import logging as logging_
+
+    from worker import engine_child
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def send(self, message) -> None:
+            self.sent.append(message)
+
+    pipe = Pipe()
+    outbox = engine_child.Outbox(pipe)
+    metrics = engine_child.RemoteMetrics(outbox)
+    with caplog.at_level(logging_.INFO, logger="worker.engine_child"):
+        metrics.load(active=1, queued=0, kv_slots=1)  # a busy period starts
+        metrics.engine_step("decode", 0.25)
+        metrics.token()
+        metrics.token()
+        outbox.flush()
+        metrics.load(active=0, queued=0, kv_slots=0)  # and ends: its account is logged
+    assert pipe.sent == [("turn", [("metric", "load", (1, 0, 1)), ("metric", "engine_step", ("decode", 0.25)),
+                                   ("metric", "tokens", (2,))])]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert ": 1 turns, 2 tokens; decode 0.25 s, prefill 0.00 s, sending to the worker 0.00 s" in line
