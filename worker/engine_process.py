@@ -93,7 +93,7 @@ class EngineProcess:
         spec = {"model": self.model_path, "backend": s.backend, "max_batch": s.max_batch,
                 "max_context": s.max_context, "step_delay_s": s.step_delay_ms / 1000.0,
                 "admit_window_s": s.admit_window_ms / 1000.0,
-                "gil_switch_us": self.settings.gil_switch_us, "fd_in": child_in, "fd_out": child_out,
+                "gil_switch_us": s.gil_switch_us, "fd_in": child_in, "fd_out": child_out,
                 "parent_pid": os.getpid(),
                 "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -108,12 +108,15 @@ class EngineProcess:
         try:
             message = self._from_child.recv()
         except EOFError:
+            message = ("exited",)
+        if message[0] != "ready":
             code = self._proc.wait()
+            self._to_child.close()
+            self._from_child.close()
+            if message[0] == "fatal":
+                raise EngineStartFailed(f"{message[1]}: {message[2]}")
             raise EngineStartFailed(f"engine process for {self.model_path} exited with code {code} "
-                                    "before loading the model (its log lines are above)") from None
-        if message[0] == "fatal":
-            self._proc.wait()
-            raise EngineStartFailed(f"{message[1]}: {message[2]}")
+                                    "before loading the model (its log lines are above)")
         info = message[1]
         self.backend, self.max_batch, self.max_context = (info["backend"], info["max_batch"],
                                                           info["max_context"])
