@@ -149,3 +149,11 @@ def test_the_engine_process_accounts_for_its_time(caplog):
                                    ("metric", "tokens", (2,))])]
     (line,) = [r.getMessage() for r in caplog.records]
     assert ": 1 turns, 2 tokens; decode 0.25 s, prefill 0.00 s, sending to the worker 0.00 s" in line
+
+
+def test_an_engine_process_that_dies_before_loading_stops_the_worker_with_its_exit_code(tiny_model,  # noqa: F811
+                                                                                      monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the child exits at once, saying nothing
+    with pytest.raises(EngineStartFailed, match=r"^engine process for .*tiny-queue\.gguf exited with code 1 "
+                                                r"before loading the model"):
+        WorkerService.load(settings_for(tiny_model), fakeredis.FakeRedis(), name="w-false")
