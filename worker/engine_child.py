@@ -6,7 +6,9 @@ and the metrics record what happens into an outbox, and the outbox goes to the w
 per scheduler turn. The main thread reads the worker's messages (submit, cancel, stop).
 
 The process dies with its worker: the kernel sends it SIGKILL when the parent exits (PR_SET_PDEATHSIG),
-and a closed pipe ends it too, so a killed worker never leaves a GPU process holding its memory.
+and a closed pipe ends it too, so a killed worker never leaves a GPU process holding its memory. It
+ignores SIGINT and SIGTERM: a Ctrl-C or a stop sent to the whole process group reaches the worker,
+which finishes or hands back its jobs and then stops this process with a "stop" message.
 """
 
 from __future__ import annotations
@@ -203,7 +205,9 @@ def die_with_parent(parent_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Load the model named in the JSON spec (argv[0]), report ready or fatal, then serve."""
     spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
-    die_with_parent(spec["parent_pid"])
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C in a terminal or a stop of the whole
+        signal.signal(stop_signal, signal.SIG_IGN)  # group is the worker's to handle: it stops this
+    die_with_parent(spec["parent_pid"])  # process in order (a "stop" message), or takes it along
     logging.basicConfig(level=spec["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s")
     conn_in = Connection(spec["fd_in"], writable=False)

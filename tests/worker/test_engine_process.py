@@ -99,6 +99,19 @@ def test_engine_death_fails_its_jobs_clearly_and_the_worker_takes_no_more(tiny_m
         service.close()
 
 
+def test_the_engine_process_ignores_ctrl_c_and_stops_when_its_worker_says_so(tiny_model):  # noqa: F811
+    service = WorkerService.load(settings_for(tiny_model), fakeredis.FakeRedis(), name="w-sigint")
+    pid = service.scheduler.pid
+    try:
+        os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl-C sends the whole foreground group
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert alive(pid)
+    finally:
+        service.close()
+    assert wait_gone(pid, 5.0)
+
+
 def test_the_engine_process_ends_when_its_worker_is_killed(tiny_model, tmp_path):  # noqa: F811
     script = textwrap.dedent(f"""
         import sys, time, fakeredis
