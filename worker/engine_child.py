@@ -25,8 +25,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .engine_process import load_worker_engine, new_generation, worker_scheduler
 from .errors import SchedulerClosed
-from .scheduler import Request, Scheduler
+from .scheduler import Request
+from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,7 @@ class Outbox:
         self._tokens = 0  # metrics.token() calls this turn, sent as one count
         self._lock = threading.Lock()
         self._spent = {"prefill": 0.0, "decode": 0.0, "send": 0.0}
-        self._turns = self._n_tokens = 0
-        self._since = time.perf_counter()
+        self._reset(time.perf_counter())
         self._busy = False
 
     def busy(self, busy: bool) -> None:
@@ -57,9 +58,7 @@ class Outbox:
         if busy != self._busy:
             now = time.perf_counter()
             if busy:
-                self._spent = dict.fromkeys(self._spent, 0.0)
-                self._turns = self._n_tokens = 0
-                self._since = now
+                self._reset(now)
             else:
                 self._report(now)
             self._busy = busy
@@ -97,7 +96,10 @@ class Outbox:
                     "sending to the worker %.2f s, the rest (scheduler, host sampling, text) %.2f s",
                     os.getpid(), wall, self._turns, self._n_tokens, spent["decode"], spent["prefill"],
                     spent["send"], wall - sum(spent.values()))
-        self._spent = dict.fromkeys(spent, 0.0)
+        self._reset(now)
+
+    def _reset(self, now: float) -> None:
+        self._spent = dict.fromkeys(self._spent, 0.0)
         self._turns = self._n_tokens = 0
         self._since = now
 
@@ -148,19 +150,15 @@ class RemoteMetrics:
 class EngineChild:
     """The scheduler over a loaded engine, driven by the worker's messages."""
 
-    def __init__(self, engine: Any, tokenizer: Any, conn_out: Connection, step_delay_s: float,
-                 admit_window_s: float) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, conn_out: Connection, settings: Settings) -> None:
         self.engine, self.tokenizer = engine, tokenizer
         self.outbox = Outbox(conn_out)
         self.cancels: set[str] = set()  # flagged by the worker; read by the scheduler each turn
-        self.scheduler = Scheduler(engine, cancelled=lambda ids: self.cancels & set(ids),
-                                   on_turn=self.outbox.flush, step_delay_s=step_delay_s,
-                                   metrics=RemoteMetrics(self.outbox), admit_window_s=admit_window_s)
+        self.scheduler = worker_scheduler(engine, settings, cancelled=lambda ids: self.cancels & set(ids),
+                                          on_turn=self.outbox.flush, metrics=RemoteMetrics(self.outbox))
 
     def serve(self, conn_in: Connection) -> None:
         """Run until the worker says stop (clean exit) or its end of the pipe closes (exit at once)."""
-        from gpu.generation import Generation
-
         self.scheduler.start()
         while True:
             try:
@@ -171,10 +169,10 @@ class EngineChild:
             kind = message[0]
             if kind == "submit":
                 spec = message[1]
-                new_generation = functools.partial(Generation, spec.prompt_ids, spec.params, self.tokenizer,
-                                                   max_context=self.engine.max_context)
                 request = Request(job_id=spec.job_id, prompt_ids=spec.prompt_ids, max_tokens=spec.max_tokens,
-                                  new_generation=new_generation,
+                                  new_generation=functools.partial(new_generation, spec.prompt_ids,
+                                                                   spec.params, self.tokenizer,
+                                                                   self.engine.max_context),
                                   sink=RemoteSink(spec.job_id, self.outbox, self.cancels),
                                   priority=spec.priority, deadline=spec.deadline,
                                   correlation_id=spec.correlation_id, submitted_at=spec.submitted_at,
@@ -212,19 +210,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s[engine]: %(message)s")
     conn_in = Connection(spec["fd_in"], writable=False)
     conn_out = Connection(spec["fd_out"], readable=False)
-    sys.setswitchinterval(spec["gil_switch_us"] / 1e6)
+    settings = Settings(**spec["settings"])
+    sys.setswitchinterval(settings.gil_switch_us / 1e6)
     try:
-        from gpu.engine import load_engine
         from tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(spec["model"])
-        engine = load_engine(spec["model"], backend=spec["backend"], max_batch=spec["max_batch"],
-                             max_context=spec["max_context"], device=0)
-        engine.warm_up()  # before `ready`: the worker takes no job until graphs are captured
+        engine = load_worker_engine(settings, spec["model"])  # warmed up before `ready`
     except Exception as exc:  # reported to the worker, which stops with this message
         conn_out.send(("fatal", type(exc).__name__, str(exc)))
         return 1
-    child = EngineChild(engine, tokenizer, conn_out, spec["step_delay_s"], spec["admit_window_s"])
+    child = EngineChild(engine, tokenizer, conn_out, settings)
     conn_out.send(("ready", {"backend": engine.backend, "max_batch": engine.max_batch,
                              "max_context": engine.max_context, "pid": os.getpid()}))
     child.serve(conn_in)

@@ -37,12 +37,37 @@ from gpu.generation import StepResult
 
 from .errors import EngineProcessDied, EngineStartFailed, SchedulerClosed
 from .metrics import WorkerMetrics
-from .scheduler import Request
+from .scheduler import Request, Scheduler
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.01
+
+
+# ---- what a worker builds the same way in its own process and in the engine process
+
+
+def load_worker_engine(settings: Settings, model_path: str) -> Any:
+    """The engine of `model_path` as `settings` ask, warmed up before it serves anything."""
+    from gpu.engine import load_engine
+
+    engine = load_engine(model_path, backend=settings.backend, max_batch=settings.max_batch,
+                         max_context=settings.max_context, device=0)
+    engine.warm_up()  # the worker takes no job until kernels are loaded and graphs captured
+    return engine
+
+
+def worker_scheduler(engine: Any, settings: Settings, **hooks: Any) -> Scheduler:
+    """A scheduler over `engine` paced as `settings` ask; `hooks`: cancelled, on_turn, metrics."""
+    return Scheduler(engine, step_delay_s=settings.step_delay_ms / 1000.0,
+                     admit_window_s=settings.admit_window_ms / 1000.0, **hooks)
+
+
+def new_generation(prompt_ids: list[int], params: Any, tokenizer: Any, max_context: int) -> Any:
+    from gpu.generation import Generation
+
+    return Generation(prompt_ids, params, tokenizer, max_context=max_context)
 
 
 @dataclass(frozen=True)
@@ -89,12 +114,8 @@ class EngineProcess:
         child its PR_SET_PDEATHSIG when the thread that spawned it exits."""
         child_in, parent_out = os.pipe()
         parent_in, child_out = os.pipe()
-        s = self.settings
-        spec = {"model": self.model_path, "backend": s.backend, "max_batch": s.max_batch,
-                "max_context": s.max_context, "step_delay_s": s.step_delay_ms / 1000.0,
-                "admit_window_s": s.admit_window_ms / 1000.0,
-                "gil_switch_us": s.gil_switch_us, "fd_in": child_in, "fd_out": child_out,
-                "parent_pid": os.getpid(),
+        spec = {"settings": self.settings.model_dump(mode="json"), "model": self.model_path,
+                "fd_in": child_in, "fd_out": child_out, "parent_pid": os.getpid(),
                 "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel())}
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         try:

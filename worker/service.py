@@ -26,12 +26,12 @@ from pydantic import ValidationError
 
 from . import keys
 from .cancels import CancelWatcher
-from .engine_process import EngineProcess
+from .engine_process import EngineProcess, load_worker_engine, new_generation, worker_scheduler
 from .errors import InvalidJob, WorkerError
 from .joblog import job_logger
 from .metrics import WorkerMetrics
 from .publisher import JobPublisher, Publisher
-from .scheduler import Request, Scheduler, StepLike
+from .scheduler import Request, StepLike
 from .schemas import Event, Job, Timings, TokenLogprob, Usage
 from .settings import Settings
 from .streams import log_state, parse_entry, stream_id
@@ -136,9 +136,8 @@ class WorkerService:
                     on_turn=self.publisher.wake, on_lost=self._lost_engine).start()
                 engine = self.scheduler  # its backend, max_batch and max_context
             else:
-                self.scheduler = Scheduler(engine, cancelled=self.cancels, on_turn=self.publisher.wake,
-                                           step_delay_s=settings.step_delay_ms / 1000.0, metrics=self.metrics,
-                                           admit_window_s=settings.admit_window_ms / 1000.0)
+                self.scheduler = worker_scheduler(engine, settings, cancelled=self.cancels,
+                                                  on_turn=self.publisher.wake, metrics=self.metrics)
                 self.scheduler.start()
         except BaseException:
             self._close_helpers()
@@ -153,7 +152,6 @@ class WorkerService:
     def load(cls, settings: Settings, client: redis_lib.Redis, *, name: str | None = None) -> WorkerService:
         """Load the settings' model (tokenizer, then engine) and start serving threads."""
         from gguf_loader.assets import resolve_model
-        from gpu.engine import load_engine
         from tokenizer import load_tokenizer
 
         sys.setswitchinterval(settings.gil_switch_us / 1e6)  # the scheduler waits on the GPU GIL-free
@@ -161,9 +159,7 @@ class WorkerService:
         tokenizer = load_tokenizer(path)
         if settings.engine_process:
             return cls(settings, client, None, tokenizer, name=name, model_path=str(path))
-        engine = load_engine(path, backend=settings.backend, max_batch=settings.max_batch,
-                             max_context=settings.max_context, device=0)
-        engine.warm_up()
+        engine = load_worker_engine(settings, str(path))
         logger.info("worker loaded %s on %s (max_batch %d, max_context %d)", path, engine.backend,
                     engine.max_batch, engine.max_context)
         return cls(settings, client, engine, tokenizer, name=name)
@@ -264,7 +260,7 @@ class WorkerService:
         try:
             self.scheduler.submit(Request(
                 job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
-                new_generation=functools.partial(_new_generation, prompt_ids, params, self.tokenizer,
+                new_generation=functools.partial(new_generation, prompt_ids, params, self.tokenizer,
                                                  self.engine.max_context),
                 priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
                 submitted_at=job.created_at, params=params))
@@ -300,12 +296,6 @@ class WorkerService:
             except redis_lib.RedisError as exc:
                 logger.warning("worker %s: heartbeat failed: %s", self.name, exc)
             self._stop.wait(self.settings.heartbeat_s)
-
-
-def _new_generation(prompt_ids: list[int], params: Any, tokenizer: Any, max_context: int) -> Any:
-    from gpu.generation import Generation
-
-    return Generation(prompt_ids, params, tokenizer, max_context=max_context)
 
 
 def gpu_memory(device: str) -> tuple[int, int] | None:
