@@ -2,11 +2,12 @@
 
 `CudaEngine.load(path)` refuses before loading when the weights, KV cache and scratch would not fit
 ("needs X GiB, Y GiB free"), dequantises the weights to f16 (or bf16) device buffers, and logs the load
-time and bytes per parameter. Prefill runs one sequence at a time in chunks of `PREFILL_CHUNK` tokens
-(tensor-core GEMMs, tiled causal attention); decode runs the whole batch in one step, padded to a
-bucket size whose CUDA graph is captured on first use. KV slot `max_batch` is a scratch slot that
-the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens on the GPU
-(only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler). After
+time and bytes per parameter. Prefill packs runs of short prompts into one pass each and runs longer
+ones alone in chunks of `PREFILL_CHUNK` tokens (`gpu.prefill_plan`); decode runs the whole batch in one
+step, padded to a bucket size whose CUDA graph is captured on first use. `prefill_mixed` picks each
+prompt's first token on the GPU as `decode_mixed` does for later ones. KV slot `max_batch` is a scratch
+slot that the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens on the
+GPU (only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler). After
 `load` the context is current on no thread: each call pushes it (`rt.activate`), so the thread that
 drives the engine may be another than the loader's, and `close` on that thread destroys it. Only this
 module and what it imports touch PyCUDA.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pycuda.driver as cuda
 
-from .cuda_forward import CudaForward
+from .cuda_forward import CudaForward, pack_splits
 from .cuda_graphs import DecodeGraphs, GraphError
 from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
@@ -30,6 +31,7 @@ from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
 from .ops.sample import copy_params, pack_params, sample
 from .params import SamplingParams
+from .prefill_plan import packable, plan_prefill
 from .runtime import Runtime, device_count
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class CudaEngine(Engine):
         self.buckets = sorted({b for b in BUCKETS if b < max_batch} | {max_batch})
         self.forward = CudaForward(rt, config, weights, max_batch + 1, self.max_context, max_batch,
                                    PREFILL_CHUNK)
-        self.host_inputs = cuda.pagelocked_empty((3, self.forward.rows), np.int32)  # ids, pos, slots
+        self.host_inputs = cuda.pagelocked_empty((4, self.forward.rows), np.int32)  # ids, pos, slots, last
+        self._inputs_sent = None  # an event after the last copy out of host_inputs (rewrite it after that)
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
@@ -132,15 +135,32 @@ class CudaEngine(Engine):
         returns (ids [B] int32, -1 for host rows and for rows with NaN/+inf or no finite logit; the raw
         logits [B, vocab] f32 as `decode` returns them when any row is None, else None). banned[i]: ids
         set to -inf before row i is sampled (ignore_eos), as the host sampler's -inf bias does."""
+        step = lambda: self.decode(slots, token_ids)  # noqa: E731
+        return self._mixed(step, slots, params_list, steps, histories, banned)
+
+    def prefill_mixed(self, slots: list[int], prompts: list[list[int]], params_list, steps: list[int],
+                      histories: list[list[int]], banned: list[tuple[int, ...]] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`prefill`, then each prompt's next token picked as `decode_mixed` picks it (histories[i] is the
+        prompt, steps[i] 0 for a first token): the first tokens without [B, vocab] logits to the host."""
+        step = lambda: self.prefill(slots, prompts)  # noqa: E731
+        return self._mixed(step, slots, params_list, steps, histories, banned)
+
+    def _mixed(self, run_step, slots, params_list, steps, histories, banned):
         stand_in = SamplingParams(temperature=0.0, penalty_last_n=0, seed=0)  # a host row: ids ignored
         host_rows = [i for i, p in enumerate(params_list) if p is None]
         params = [stand_in if p is None else p for p in params_list]
         hists = [[] if p is None else h for p, h in zip(params_list, histories, strict=True)]
-        ids = self._decode_sampled(slots, token_ids, params, steps, hists, banned, bool(host_rows))
+        ids = self._sampled(run_step, slots, params, steps, hists, banned, bool(host_rows))
         ids[host_rows] = -1
         return ids, (self.host_logits[: len(slots)].copy() if host_rows else None)
 
     def _decode_sampled(self, slots, token_ids, params_list, steps, histories, banned, keep_logits):
+        return self._sampled(lambda: self.decode(slots, token_ids), slots, params_list, steps, histories,
+                             banned, keep_logits)
+
+    def _sampled(self, run_step, slots, params_list, steps, histories, banned, keep_logits):
+        """run_step (a `decode` or `prefill` of `slots`) with its tokens sampled on the GPU by `_pick`."""
         host = pack_params(params_list, steps, histories)
         if len(params_list) != len(slots):
             raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
@@ -152,79 +172,102 @@ class CudaEngine(Engine):
         bans = ban_rectangles(banned or [])
         self._sample_host, self._bans, self._keep_logits = host, bans, keep_logits
         try:
-            return self.decode(slots, token_ids)
+            return run_step()
         finally:
             self._sample_host, self._bans, self._keep_logits = None, [], False
 
     # --- backend hooks -------------------------------------------------------------------------------
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
-        rows = [self._prefill_one(slot, t, start, False)[-1]
-                for slot, t, start in zip(slots, tokens, starts, strict=True)]
-        return np.stack(rows)  # [B, vocab]
+        n = len(slots)
+        with self.rt.activate(), _engine_errors("prefill", slots):
+            for batch in plan_prefill([len(t) for t in tokens], starts, self.forward.rows):
+                i = batch[0]
+                if packable(len(tokens[i]), starts[i], self.forward.rows):
+                    self._prefill_pack(batch, slots, tokens, starts)
+                    continue
+                n_last = [n for n in self._chunks(slots[i], tokens[i], starts[i])][-1]
+                self.forward.keep_last(n_last - 1, i)  # the last chunk's last row
+            self.forward.head_last(n)
+            return self._pick(n)  # [B, vocab] logits, or the tokens picked on the GPU
 
     def _prefill_all(self, slot: int, tokens: np.ndarray, start: int) -> np.ndarray:
-        return self._prefill_one(slot, tokens, start, True)  # [T, vocab]
+        out = []
+        with self.rt.activate(), _engine_errors("prefill", [slot]):
+            for n in self._chunks(slot, tokens, start):
+                logits = self.forward.head_all(n)
+                host = np.empty(logits.shape, np.float32)  # [n, vocab]
+                cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
+                self.rt.synchronize()
+                out.append(host)
+        return np.concatenate(out) if len(out) > 1 else out[0]  # [T, vocab]
 
     def _decode(self, slots: list[int], token_ids: np.ndarray, starts: list[int]) -> np.ndarray:
         n = len(slots)
         bucket = next(b for b in self.buckets if b >= n)
-        inputs = self.host_inputs
-        inputs[:, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch slot
-        inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots
         with self.rt.activate(), _engine_errors("decode", slots):
-            self.forward.set_inputs(inputs)
+            inputs = self._host_inputs()
+            inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch
+            inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots  # slot
+            self._send_inputs()
             if self.graphs is not None and bucket in self.graphs:
                 self.graphs.launch(bucket)
             else:
                 self.forward.decode(bucket)  # the first step of a bucket also compiles its kernels
                 if self.graphs is not None:
                     self._capture(bucket)
-            if self._greedy:
-                argmax(self.rt, self.forward.best[:n], self.forward.logits[:n])
-                cuda.memcpy_dtoh_async(self.host_best[:n], self.forward.best.gpudata, self.rt.stream)
-                self.rt.synchronize()
-                return ids_from_packed(self.host_best[:n])
-            if self._sample_host is not None:
-                logits = self.forward.logits[:n]
-                if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
-                    cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
-                pitch = 4 * self.config.vocab_size  # bytes per logits row
-                for row, n_rows, token, width in self._bans:  # stream-ordered: after the forward, before
-                    dest = int(logits.gpudata) + row * pitch + 4 * token  # the sampler
-                    if _memset_2d is not None:
-                        _memset_2d(dest, pitch, NEG_INF_F32, width, n_rows, self.rt.stream)
-                    else:
-                        for r in range(n_rows):
-                            cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, self.rt.stream)
-                views = copy_params(self.rt, self.sample_bufs, self._sample_host)
-                ids = self.sample_bufs["ids"][:n]
-                sample(self.rt, ids, logits, *views)
-                cuda.memcpy_dtoh_async(self.host_ids[:n], ids.gpudata, self.rt.stream)
-                self.rt.synchronize()
-                return self.host_ids[:n].copy()
-            logits = self.host_logits[:bucket]
-            cuda.memcpy_dtoh_async(logits, self.forward.logits[:bucket].gpudata, self.rt.stream)
+            return self._pick(n)
+
+    def _pick(self, n: int) -> np.ndarray:
+        """After a step that left next-token logits in forward.logits[:n] (stream-ordered): what the call
+        asked for: argmax ids [n] (decode_greedy), sampled ids [n] (the _sampled calls), else logits
+        [n, vocab] on the host."""
+        logits = self.forward.logits[:n]
+        if self._greedy:
+            argmax(self.rt, self.forward.best[:n], logits)
+            cuda.memcpy_dtoh_async(self.host_best[:n], self.forward.best.gpudata, self.rt.stream)
             self.rt.synchronize()
-        return logits[:n].copy()
+            return ids_from_packed(self.host_best[:n])
+        if self._sample_host is not None:
+            if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
+                cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
+            pitch = 4 * self.config.vocab_size  # bytes per logits row
+            for row, n_rows, token, width in self._bans:  # stream-ordered: after the step, before the sampler
+                dest = int(logits.gpudata) + row * pitch + 4 * token
+                if _memset_2d is not None:
+                    _memset_2d(dest, pitch, NEG_INF_F32, width, n_rows, self.rt.stream)
+                else:
+                    for r in range(n_rows):
+                        cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, self.rt.stream)
+            views = copy_params(self.rt, self.sample_bufs, self._sample_host)
+            ids = self.sample_bufs["ids"][:n]
+            sample(self.rt, ids, logits, *views)
+            cuda.memcpy_dtoh_async(self.host_ids[:n], ids.gpudata, self.rt.stream)
+            self.rt.synchronize()
+            return self.host_ids[:n].copy()
+        host = self.host_logits[:n]
+        cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
+        self.rt.synchronize()
+        return host.copy()
 
     def warm_up(self) -> float:
-        """Load the prefill kernels (gemv and gemm paths) and capture the decode graph of every batch
-        bucket, all on the scratch slot (no sequence's cache is touched)."""
+        """Load the prefill kernels (packed, and alone with the gemv and gemm paths) and capture the decode
+        graph of every batch bucket, all on the scratch slot (no sequence's cache is touched)."""
         t0 = time.perf_counter()
-        inputs, scratch = self.host_inputs, self.scratch_slot
+        scratch = self.scratch_slot
         with self.rt.activate(), _engine_errors("warm-up", [scratch]):
             for n in sorted({min(8, self.max_context), min(PREFILL_CHUNK, self.max_context)}):
-                inputs[0, :n], inputs[1, :n], inputs[2, :n] = 0, np.arange(n), scratch
-                self.forward.set_inputs(inputs)
-                self.forward.prefill(n, scratch, 0, False)
-                self.rt.synchronize()  # host_inputs is rewritten next
+                for _ in self._chunks(scratch, np.zeros(n, np.int64), 0):
+                    pass
+            n = min(8, self.max_context)
+            self._prefill_pack(range(1), [scratch], [np.zeros(n, np.int64)], [0])
             for bucket in self.buckets:
-                inputs[:, :bucket] = [[0], [0], [scratch]]
-                self.forward.set_inputs(inputs)
+                inputs = self._host_inputs()
+                inputs[:3, :bucket] = [[0], [0], [scratch]]
+                self._send_inputs()
                 self.forward.decode(bucket)
                 if self.graphs is not None and bucket not in self.graphs:
                     self._capture(bucket)
-                self.rt.synchronize()
+            self.rt.synchronize()
         seconds = time.perf_counter() - t0
         logger.info("warm-up: prefill kernels loaded, decode graphs for batch %s captured in %.2f s",
                     ",".join(map(str, self.buckets)), seconds)
@@ -237,25 +280,41 @@ class CudaEngine(Engine):
             logger.warning("CUDA graphs off, decode launches kernels one by one: %s", exc)
             self.graphs = None
 
-    def _prefill_one(self, slot: int, tokens: np.ndarray, start: int, all_logits: bool) -> np.ndarray:
-        out = []
-        with self.rt.activate(), _engine_errors("prefill", [slot]):
-            for c in range(0, len(tokens), PREFILL_CHUNK):
-                chunk = tokens[c : c + PREFILL_CHUNK]
-                n, last = len(chunk), c + PREFILL_CHUNK >= len(tokens)
-                self.host_inputs[0, :n] = chunk
-                self.host_inputs[1, :n] = np.arange(start + c, start + c + n)
-                self.host_inputs[2, :n] = slot
-                self.forward.set_inputs(self.host_inputs)
-                logits = self.forward.prefill(n, slot, start + c, all_logits)
-                if all_logits or last:
-                    host = np.empty(logits.shape, np.float32)
-                    cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
-                    self.rt.synchronize()  # also: host_inputs may be rewritten by the next chunk
-                    out.append(host)
-                else:
-                    self.rt.synchronize()
-        return np.concatenate(out) if len(out) > 1 else out[0]
+    def _host_inputs(self) -> np.ndarray:
+        """The pinned host inputs [4, rows], once the copy of their last contents has left them."""
+        if self._inputs_sent is not None:
+            self._inputs_sent.synchronize()
+        return self.host_inputs
+
+    def _send_inputs(self) -> None:
+        self.forward.set_inputs(self.host_inputs)
+        self._inputs_sent = cuda.Event()
+        self._inputs_sent.record(self.rt.stream)
+
+    def _prefill_pack(self, batch: range, slots, tokens, starts) -> None:
+        """One packed pass over the prompts batch[0].. (context on); their last rows to x_last[batch]."""
+        inputs, row = self._host_inputs(), 0
+        for k, i in enumerate(batch):
+            n = len(tokens[i])
+            inputs[0, row : row + n] = tokens[i]
+            inputs[1, row : row + n] = np.arange(starts[i], starts[i] + n)
+            inputs[2, row : row + n] = slots[i]
+            inputs[3, k] = row + n - 1
+            row += n
+        self._send_inputs()
+        self.forward.prefill_packed(row, len(batch), batch[0])
+
+    def _chunks(self, slot: int, tokens: np.ndarray, start: int):
+        """Prefill one prompt alone in chunks of PREFILL_CHUNK (context on): yields each chunk's token
+        count once its forward is queued (its rows in forward.x until the next chunk)."""
+        for c in range(0, len(tokens), PREFILL_CHUNK):
+            chunk = tokens[c : c + PREFILL_CHUNK]
+            n = len(chunk)
+            inputs = self._host_inputs()
+            inputs[0, :n], inputs[1, :n], inputs[2, :n] = chunk, np.arange(start + c, start + c + n), slot
+            self._send_inputs()
+            self.forward.prefill(n, slot, start + c)
+            yield n
 
     def close(self) -> None:
         """Free the engine's device memory and destroy its context; call from the thread that drives it
@@ -311,6 +370,7 @@ def estimate_bytes(gguf, config, operand_size: int, max_batch: int, max_context:
     kv = 2 * c.n_layers * (max_batch + 1) * c.n_kv_heads * max_context * c.head_dim * operand_size
     rows = max(max_batch, PREFILL_CHUNK)
     per_row = 4 * (c.dim + c.qkv_dim + c.ffn_in_dim) + operand_size * (c.dim + 2 * c.q_dim + c.hidden_dim)
-    scratch = rows * per_row + max_batch * c.n_heads * n_splits(max_context) * (c.head_dim + 2) * 4
+    splits = max_batch * n_splits(max_context) + rows * pack_splits(max_context)  # attention partials
+    scratch = rows * per_row + splits * c.n_heads * (c.head_dim + 2) * 4 + max_batch * c.dim * 4
     logits = 4 * c.vocab_size * (max_batch + rows)
     return device_bytes(gguf, config, operand_size) + kv + scratch + logits

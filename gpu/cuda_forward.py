@@ -5,6 +5,14 @@ Inputs of a step (token ids, positions, slots) live in device buffers, so the de
 captured once per batch size as a CUDA graph and replayed. The residual stream is float32; norms
 write the operand type that the projections read; projections accumulate in float32 and add the
 residual in their epilogue.
+
+Prefill comes in two forms. A packed pass runs several short prompts (each ending before position
+`PACK_CTX`) as one set of rows: every kernel but attention is per row already, and attention is the
+decode kernel, per row over its own slot's cache up to its own position. Its projections always use
+the tensor-core gemm, whose rows do not depend on the other rows, so a prompt's logits are the same
+whatever it is packed with. A longer prompt runs alone in chunks with the tiled causal attention.
+Either way each prompt's last hidden row goes to `x_last`, and one head pass turns those rows into
+`logits[:B]`, where the decode step's sampler finds them.
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ import numpy as np
 
 from .cuda_weights import DeviceWeights
 from .errors import UnsupportedModel
-from .ops.attention_decode import attention_decode, n_splits
+from .ops import blocks
+from .ops.attention_decode import SPLIT_LEN, attention_decode, n_splits
 from .ops.attention_prefill import attention_prefill
 from .ops.embedding import embedding
+from .ops.gather_rows import gather_rows
 from .ops.gelu import gelu
+from .ops.gemm import gemm
 from .ops.gemv import MAX_ROWS as GEMV_ROWS
 from .ops.gemv import RopeKV, gemv
 from .ops.layernorm import layernorm
@@ -24,7 +35,13 @@ from .ops.linear import linear
 from .ops.rmsnorm import rmsnorm
 from .ops.rope_kv import rope_kv
 from .ops.swiglu import swiglu
+from .prefill_plan import PACK_CTX
 from .runtime import Runtime
+
+
+def pack_splits(max_context: int) -> int:
+    """Context splits of the decode attention that cover positions below PACK_CTX."""
+    return blocks(min(PACK_CTX, max_context), SPLIT_LEN)
 
 
 class CudaForward:
@@ -42,8 +59,8 @@ class CudaForward:
         self.v_cache = [rt.empty(cache_shape, op, "kv_cache") for _ in range(c.n_layers)]
         rows = max(max_rows, prefill_chunk)
         self.rows = rows
-        self.inputs = rt.empty((3, rows), np.int32, "scratch")  # token ids, positions, slots
-        self.ids, self.pos, self.slots = self.inputs[0], self.inputs[1], self.inputs[2]
+        self.inputs = rt.empty((4, rows), np.int32, "scratch")  # token ids, positions, slots, last rows
+        self.ids, self.pos, self.slots, self.last = (self.inputs[i] for i in range(4))
         self.best = rt.empty((max_rows,), np.uint64, "scratch")  # greedy picks, packed (decode_greedy)
         self.x = rt.empty((rows, c.dim), f32, "scratch")  # residual stream
         self.h = rt.empty((rows, c.dim), op, "scratch")  # normed
@@ -55,12 +72,16 @@ class CudaForward:
         splits = n_splits(max_context)
         self.part_out = rt.empty((max_rows, c.n_heads, splits, c.head_dim), f32, "scratch")
         self.part_ml = rt.empty((max_rows, c.n_heads, splits, 2), f32, "scratch")
+        self.pack_splits = pack_splits(max_context)
+        self.pack_part_out = rt.empty((rows, c.n_heads, self.pack_splits, c.head_dim), f32, "scratch")
+        self.pack_part_ml = rt.empty((rows, c.n_heads, self.pack_splits, 2), f32, "scratch")
+        self.x_last = rt.empty((max_rows, c.dim), f32, "scratch")  # each prompt's last row, for the head
         self.logits = rt.empty((max_rows, c.vocab_size), f32, "logits")
         self._logits_all = None  # [prefill_chunk, vocab], made on the first teacher-forced call
 
     # --- inputs ----------------------------------------------------------------------------------
     def set_inputs(self, host: np.ndarray) -> None:
-        """Copy host [3, rows] int32 (pinned: ids, positions, slots) into the device inputs, one copy."""
+        """Copy host [4, rows] int32 (pinned: ids, positions, slots, last rows) into the device inputs."""
         import pycuda.driver as cuda
 
         cuda.memcpy_htod_async(self.inputs.gpudata, host, self.rt.stream)
@@ -74,20 +95,44 @@ class CudaForward:
         def attend(i, q, att):
             attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml)
 
-        self._body(n, attend)
+        self._body(n, attend, packed=False)
         self._head(self.x[:n], self.h[:n], self.logits[:n])
 
-    def prefill(self, n: int, slot: int, start: int, all_logits: bool):
-        """n tokens of one sequence at positions start.. (inputs set); returns the logits view:
-        [n, vocab] when all_logits, else [1, vocab] for the last token."""
+    def prefill(self, n: int, slot: int, start: int) -> None:
+        """n tokens of one sequence at positions start.. (inputs set), causal tiled attention."""
 
         def attend(i, q, att):
             attention_prefill(self.rt, att, q, self.k_cache[i], self.v_cache[i], slot, start)
 
-        self._body(n, attend)
-        if not all_logits:
-            self._head(self.x[n - 1 : n], self.h[:1], self.logits[:1])
-            return self.logits[:1]
+        self._body(n, attend, packed=False)
+
+    def prefill_packed(self, n: int, n_prompts: int, out_row: int) -> None:
+        """n rows of n_prompts short prompts (inputs set: per-row ids, positions < PACK_CTX, slots; last[:k]
+        each prompt's last row); their last rows go to x_last[out_row : out_row + n_prompts]."""
+        part_out, part_ml = self.pack_part_out[:n], self.pack_part_ml[:n]
+
+        def attend(i, q, att):
+            attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n],
+                             part_out, part_ml, splits=self.pack_splits)
+
+        self._body(n, attend, packed=True)
+        gather_rows(self.rt, self.x_last[out_row : out_row + n_prompts], self.x[:n], self.last[:n_prompts])
+
+    def keep_last(self, row: int, out_row: int) -> None:
+        """x_last[out_row] = x[row]: the last row of a prompt prefilled alone."""
+        import pycuda.driver as cuda
+
+        size = self.x.strides[0]  # bytes per row
+        dest, src = int(self.x_last.gpudata) + out_row * size, int(self.x.gpudata) + row * size
+        cuda.memcpy_dtod_async(dest, src, size, self.rt.stream)
+
+    def head_last(self, n_prompts: int):
+        """logits[:n_prompts] of the rows in x_last; returns that device view [n_prompts, vocab]."""
+        self._head(self.x_last[:n_prompts], self.h[:n_prompts], self.logits[:n_prompts])
+        return self.logits[:n_prompts]
+
+    def head_all(self, n: int):
+        """Logits of all n rows of the last `prefill` (teacher forcing); the device view [n, vocab]."""
         if self._logits_all is None:
             self._logits_all = self.rt.empty((self.rows, self.cfg.vocab_size), np.float32, "logits")
         self._head(self.x[:n], self.h[:n], self._logits_all[:n])
@@ -100,35 +145,38 @@ class CudaForward:
         else:
             layernorm(self.rt, out, x, weight, bias, self.cfg.norm_eps)
 
-    def _body(self, n: int, attend) -> None:
+    def _body(self, n: int, attend, packed: bool) -> None:
+        """The layers over n rows; `packed` takes the gemm for every projection (rows independent of n)."""
         rt, c, w = self.rt, self.cfg, self.w
+        project = gemm if packed else linear
+        fused = n <= GEMV_ROWS and not packed  # gemv with RoPE / SwiGLU in its epilogue
         x, h, qkv, q, att = self.x[:n], self.h[:n], self.qkv[:n], self.q[:n], self.att[:n]
         gu, act = self.gu[:n], self.act[:n]
         rope_dim = c.rope_dim if w.rope != "none" else 0
         embedding(rt, x, self.ids[:n], w.token_embd, self.pos[:n], w.pos_embd)
         for i, layer in enumerate(w.layers):
             self._norm(h, x, layer.attn_norm, layer.attn_norm_bias)
-            if n <= GEMV_ROWS:  # q|k|v projection with RoPE and the cache append in its epilogue
+            if fused:  # q|k|v projection with RoPE and the cache append in its epilogue
                 gemv(rt, None, h, layer.wqkv, layer.bqkv, rope=RopeKV(
                     q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n], rope_dim,
                     c.rope_theta, w.rope_factors, w.attn_factor))
             else:
-                linear(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
+                project(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
                 rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n],
                         rope=w.rope, rope_dim=rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
                         attn_factor=w.attn_factor)
             attend(i, q, att)  # [n, q_dim]
-            linear(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
+            project(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
-            if c.activation == "swiglu" and n <= GEMV_ROWS:  # silu(gate) * up in the gemv's epilogue
+            if c.activation == "swiglu" and fused:  # silu(gate) * up in the gemv's epilogue
                 gemv(rt, act, h, layer.w_up, layer.b_up, swiglu=True)  # [n, hidden]
             else:
-                linear(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden (gate, up interleaved) | hidden]
+                project(rt, gu, h, layer.w_up, layer.b_up)  # [n, 2 hidden (gate, up interleaved) | hidden]
                 if c.activation == "swiglu":
                     swiglu(rt, act, gu)
                 else:
                     gelu(rt, act, gu)
-            linear(rt, x, act, layer.w_down, layer.b_down, accumulate=True)  # x += feed-forward output
+            project(rt, x, act, layer.w_down, layer.b_down, accumulate=True)  # x += feed-forward output
 
     def _head(self, x, h, logits) -> None:
         self._norm(h, x, self.w.output_norm, self.w.output_norm_bias)

@@ -4,9 +4,10 @@
 prefilled together, running ones decode together, and finished ones give their slot back at once.
 Each request's tokens depend only on its own prompt, parameters and seed (see gpu.sampling).
 
-`decode_rows` + `advance` are the one decode step every loop uses (these two and worker.scheduler): an
-engine with `decode_mixed` (CUDA) picks the tokens of device-sampleable sequences itself and returns
-logits only for the others; any other engine returns logits and every token is sampled on the host.
+`decode_rows` + `advance` are the one decode step every loop uses (these two and worker.scheduler), and
+`prefill_rows` its twin for the first token: an engine with `decode_mixed` / `prefill_mixed` (CUDA)
+picks the tokens of device-sampleable sequences itself and returns logits only for the others; any
+other engine returns logits and every token is sampled on the host.
 Which path a sequence takes depends only on its own parameters, never on its batch (docs/sampling.md).
 """
 
@@ -139,8 +140,9 @@ def _run(engine: Any, ready: list, failed: list,
 def _prefill(engine: Any, running: dict, slots: list[int], t: Timings,
              start: float) -> Iterator[tuple[int, StepResult]]:
     t0 = time.perf_counter()
-    logits = engine.prefill(slots, [running[s][1].prompt_ids for s in slots])  # [B, vocab]
-    results = [(slot, running[slot][1].step(logits[row])) for row, slot in enumerate(slots)]
+    generations = [running[s][1] for s in slots]
+    rows = prefill_rows(engine, slots, [g.prompt_ids for g in generations], generations)
+    results = [(slot, advance(g, row)) for slot, g, row in zip(slots, generations, rows, strict=True)]
     t.prefill_s += time.perf_counter() - t0
     t.prompt_tokens += sum(len(running[s][1].prompt_ids) for s in slots)
     if t.ttft_s is None:
@@ -180,13 +182,26 @@ def decode_rows(engine: Any, slots: list[int], token_ids: list[int], generations
     With an engine that has ``decode_mixed``, a generation whose ``device_sampleable`` is true gets the
     token the engine sampled (as its host `Sampler` would, docs/sampling.md); every other one gets its
     logits row. Engine errors propagate."""
-    mixed = getattr(engine, "decode_mixed", None)
+    plain = lambda: engine.decode(slots, token_ids)  # noqa: E731
+    return _rows(getattr(engine, "decode_mixed", None), plain, slots, token_ids, generations)
+
+
+def prefill_rows(engine: Any, slots: list[int], prompts: list[list[int]],
+                 generations: Sequence[Any]) -> list[Row]:
+    """`decode_rows` for the prefill of ``prompts`` into ``slots``: each sequence's first token (picked by
+    an engine with ``prefill_mixed``) or its logits row."""
+    plain = lambda: engine.prefill(slots, prompts)  # noqa: E731
+    return _rows(getattr(engine, "prefill_mixed", None), plain, slots, prompts, generations)
+
+
+def _rows(mixed: Any, plain: Callable[[], Any], slots: list[int], inputs: list, generations: Sequence[Any],
+          ) -> list[Row]:
     device = [mixed is not None and getattr(g, "device_sampleable", False) for g in generations]
     if not any(device):
-        return list(engine.decode(slots, token_ids))  # [B, vocab]
+        return list(plain())  # [B, vocab]
     picked = [g if d else None for g, d in zip(generations, device, strict=True)]  # None: host row
     steps = [0 if g is None else g.n_generated for g in picked]
-    ids, logits = mixed(slots, token_ids, [None if g is None else g.device_params for g in picked], steps,
+    ids, logits = mixed(slots, inputs, [None if g is None else g.device_params for g in picked], steps,
                         [[] if g is None else g.history for g in picked],
                         [() if g is None else g.banned_ids for g in picked])
     rows: list[Row] = []

@@ -3,8 +3,10 @@
 Each turn of the loop: take newly submitted requests; retire those cancelled or past their deadline;
 admit waiting requests (highest priority, then oldest) while the batch has room and the engine has a
 free KV slot, refusing any whose prompt plus max_tokens cannot fit in the context; prefill the newly
-admitted together, and for up to `admit_window_s` also the jobs that arrived meanwhile (a burst of
-submissions joins the batch in a few turns instead of one decode step per arrival); decode one token
+admitted together (`gpu.runner.prefill_rows`: the CUDA engine packs short prompts into one pass and
+picks their first tokens on the GPU), and for up to `admit_window_s` also the jobs that arrived
+meanwhile (a burst of submissions joins the batch in a few turns instead of one decode step per
+arrival); decode one token
 for everything running (`gpu.runner.decode_rows`, the decode step `orcd run` uses too: tokens picked
 on the GPU where the engine can, else sampled here from the logits); hand each step to the job's sink
 and free the slots of finished jobs. A failure is confined to the jobs it touches: a bad request fails
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gpu.errors import KVCacheFull
-from gpu.runner import advance, decode_rows
+from gpu.runner import advance, decode_rows, prefill_rows
 
 from .errors import ContextTooLong, DeadlineExceeded, InvalidJob, SchedulerClosed
 from .joblog import JobLogger, job_logger
@@ -306,7 +308,8 @@ class Scheduler:
             _call(running.request.sink.started, now)
         t0 = time.perf_counter()
         try:
-            logits = self.engine.prefill([r.slot for r in admitted], [r.request.prompt_ids for r in admitted])
+            rows = prefill_rows(self.engine, [r.slot for r in admitted],
+                                [r.request.prompt_ids for r in admitted], [r.generation for r in admitted])
         except Exception as exc:
             logger.exception("prefill of %d jobs failed (%s)", len(admitted), _ids(admitted))
             for running in admitted:
@@ -315,7 +318,7 @@ class Scheduler:
             return
         self.metrics.engine_step("prefill", time.perf_counter() - t0)
         self._running.extend(admitted)
-        self._advance(admitted, logits)  # [B, vocab]: first tokens are sampled here
+        self._advance(admitted, rows)  # first tokens: picked by the engine, or sampled here
 
     def _decode(self) -> None:
         batch = list(self._running)

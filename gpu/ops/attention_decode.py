@@ -17,12 +17,14 @@ def n_splits(max_ctx: int) -> int:
     return blocks(max_ctx, SPLIT_LEN)
 
 
-def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out, part_ml) -> None:
+def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out, part_ml,
+                     splits: int | None = None) -> None:
     """out [n, n_heads * hd] operand: softmax(q k^T / sqrt(hd)) v over positions 0..pos[i] of slots[i].
 
     q [n, n_heads, hd] operand; caches [n_slots, n_kv, max_ctx, hd]; slots, pos [n] int32 (device, so a
     captured graph reads each step's values); part_out [n, n_heads, S, hd] and part_ml [n, n_heads, S, 2]
-    f32 scratch with S = n_splits(max_ctx).
+    f32 scratch with S = `splits`, by default n_splits(max_ctx); a smaller S is the caller's promise that
+    every pos[i] < S * SPLIT_LEN (a packed prefill of short prompts). The result does not depend on S.
     """
     n, n_heads, head_dim = q.shape
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
@@ -30,7 +32,9 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
         raise InvalidInput(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
     if head_dim % 8:
         raise InvalidInput(f"head_dim {head_dim} is not a multiple of 8")
-    splits = n_splits(max_ctx)
+    splits = n_splits(max_ctx) if splits is None else splits
+    if not 1 <= splits <= n_splits(max_ctx):
+        raise InvalidInput(f"splits {splits} outside [1, {n_splits(max_ctx)}] for max_ctx {max_ctx}")
     check(q, "q", rt.operand, (n, n_heads, head_dim))
     check(out, "out", rt.operand, (n, n_heads * head_dim))
     check(k_cache, "k_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))

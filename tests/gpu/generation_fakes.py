@@ -144,25 +144,35 @@ class FakeEngine:
 
 
 class DeviceSamplingEngine:
-    """An engine with ``decode_mixed`` (as CudaEngine's) over another: device rows' tokens are picked by
-    ``gpu.sampling.Sampler`` after the bans, -1 on a sampling failure; ``mixed_calls`` records, per call,
-    which rows were left to the host (True)."""
+    """An engine with ``decode_mixed`` and ``prefill_mixed`` (as CudaEngine's) over another: device rows'
+    tokens are picked by ``gpu.sampling.Sampler`` after the bans, -1 on a sampling failure;
+    ``mixed_calls`` / ``prefill_calls`` record, per decode / prefill call, which rows were left to the
+    host (True)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.mixed_calls: list[list[bool]] = []
+        self.prefill_calls: list[list[bool]] = []
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
     def decode_mixed(self, slots, token_ids, params_list, steps, histories, banned=None):
+        logits = self.inner.decode(slots, token_ids)  # [B, vocab]
+        return self._pick(logits, self.mixed_calls, params_list, steps, histories, banned)
+
+    def prefill_mixed(self, slots, prompts, params_list, steps, histories, banned=None):
+        logits = self.inner.prefill(slots, prompts)  # [B, vocab]
+        return self._pick(logits, self.prefill_calls, params_list, steps, histories, banned)
+
+    @staticmethod
+    def _pick(logits, calls, params_list, steps, histories, banned):
         from gpu.errors import SamplingError
         from gpu.sampling import Sampler
 
-        logits = self.inner.decode(slots, token_ids)  # [B, vocab]
         host = [p is None for p in params_list]
-        self.mixed_calls.append(host)
-        ids = np.full(len(slots), -1, dtype=np.int32)  # [B]
+        calls.append(host)
+        ids = np.full(len(params_list), -1, dtype=np.int32)  # [B]
         for i, params in enumerate(params_list):
             if params is None:
                 continue

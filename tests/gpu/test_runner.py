@@ -148,6 +148,7 @@ def test_device_sampled_rows_give_the_host_samplers_tokens():
     want = _run_batch(FakeEngine(hashed_logits(TOK.vocab_size)), requests)
     engine = DeviceSamplingEngine(FakeEngine(hashed_logits(TOK.vocab_size)))
     assert _run_batch(engine, requests) == want
+    assert engine.prefill_calls == [[False, False, False, True, True]]  # first tokens: the same split
     assert engine.mixed_calls[0] == [False, False, False, True, True]  # one call: 3 device rows, 2 host
     assert len(engine.mixed_calls) == max(len(want[i]) for i in range(3)) - 1  # while a device row runs
     assert all(c == "decode" for c, _ in engine.inner.calls[1:]) and engine.inner.tokens == {}
@@ -169,6 +170,7 @@ def test_batches_without_a_device_row_decode_logits_only():
     want = _run_batch(FakeEngine(hashed_logits(TOK.vocab_size)), requests)
     assert _run_batch(engine, requests) == want
     assert engine.mixed_calls == [] and ("decode", [0, 1, 2]) in engine.inner.calls
+    assert engine.prefill_calls == []
 
 
 def test_a_device_row_that_cannot_be_sampled_fails_alone():
