@@ -1,18 +1,27 @@
 // Sampling on the device, one block of 1024 threads per row, as gpu/sampling.py's Sampler (docs/sampling.md):
 // penalties -> greedy | top-k -> top-p -> min-p -> temperature -> inverse-CDF draw with philox_uniform.
+// Runs after sample_topk.cu, which applied the penalties and left per chunk of CHUNK ids the largest key,
+// the finite count, a NaN/+inf flag and (split path) the chunk's top_k keys.
 //
 // Every id gets a 56-bit key, (order-preserving logit bits << 24) | (2^24 - 1 - id): keys are distinct and
 // sort exactly as the candidate order (logit descending, id ascending), so each filter keeps the keys above
-// a bound. Top-k finds the k-th largest key by radix select (7 passes, 8 bits each, integer histograms).
-// The survivors of top-k and min-p are compacted into shared memory; when at most CAP of them remain
-// (always with top_k <= CAP) they are sorted (bitonic) and thread 0 runs top-p and the draw in float64 in
-// candidate order, as numpy does. More than CAP (top_k = 0 or > CAP, and a min-p that keeps > CAP) takes
-// the slow exact path: top-p's bound and the draw are found by bisection on the key (56 block-wide sums
-// each). All sums have a fixed order, so a row's token never depends on the batch.
-// The logits row is modified in place (penalties). ids[row] = -1: NaN/+inf logits or no finite logit.
+// a bound.
+// Split path (0 < top_k <= CAP and top_k * n_chunks <= MERGE_CAP: top_k <= 107 at vocab 151,936): the
+// row's top-k set is the top-k of the chunks' candidates, found by a radix select on them in shared memory
+// (no pass over the row); it is sorted (each key's rank counted in parallel), and thread 0 runs top-p (over
+// the whole top-k set), min-p and the draw in float64 in candidate order, as numpy does, on exponentials
+// computed in parallel.
+// Other sampled rows (top_k = 0 or larger) take the full-row path: top-k by radix select over the row (7
+// passes, 8 bits each), the survivors of top-k and min-p compacted into shared memory; when at most CAP of
+// them remain they are sorted and drawn from as above. More than CAP (top_k = 0 or > CAP, and a min-p
+// that keeps > CAP) takes the slow exact path: top-p's bound and the draw are found by bisection on the key
+// (56 block-wide sums each). All sums have a fixed order, so a row's token never depends on the batch.
+// ids[row] = -1: NaN/+inf logits or no finite logit.
 #include "common.cuh"
 
 #define CAP 1024
+#define MERGE_CAP 4096
+#define RADIX 11
 #define ID_BITS 24
 #define KEY_BITS 56
 #define ID_MASK ((1u << ID_BITS) - 1u)
@@ -21,6 +30,7 @@ typedef unsigned long long u64;
 
 __device__ __forceinline__ u64 make_key(float v, int i) {
     unsigned bits = __float_as_uint(v);
+    bits = bits == 0x80000000u ? 0u : bits;                       // -0 is 0: ties with +0, as in numpy
     bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);  // monotone in v
     return ((u64)bits << ID_BITS) | (u64)(ID_MASK - (unsigned)i);
 }
@@ -110,64 +120,122 @@ __device__ u64 search(const float *row, int vocab, u64 lo, double thr, double l0
     return p;
 }
 
+// block_exscan and select_kth: as in sample_topk.cu.
+// Exclusive prefix sum of v over the block (thread order); *total gets the sum. Syncs.
+__device__ unsigned block_exscan(unsigned v, unsigned *total) {
+    __shared__ unsigned warp_sums[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    unsigned incl = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    __syncthreads();  // warp_sums may still be read by a previous call
+    if (lane == 31) warp_sums[warp] = incl;
+    __syncthreads();
+    unsigned before = 0u, all = 0u;
+    for (int w = 0; w < n_warps; ++w) {
+        const unsigned s = warp_sums[w];
+        before += w < warp ? s : 0u;
+        all += s;
+    }
+    *total = all;
+    return before + incl - v;
+}
+
+// The rank-th largest (from 1) of the n keys in shared memory (0 keys are never counted): the key lo with
+// exactly `rank` keys >= lo. rank must be <= the number of nonzero keys. hist: 2^RADIX counters.
+__device__ u64 select_kth(const u64 *keys, int n, unsigned rank, unsigned *hist) {
+    __shared__ unsigned s_digit, s_need, s_count;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    u64 prefix = 0ull, mask = 0ull;
+    unsigned need = rank;
+    for (int done = 0; done < KEY_BITS;) {
+        const int w = KEY_BITS - done < RADIX ? KEY_BITS - done : RADIX;
+        const int shift = KEY_BITS - done - w;
+        const unsigned nb = 1u << w;
+        for (unsigned b = tid; b < nb; b += nt) hist[b] = 0u;
+        __syncthreads();
+        for (int i = tid; i < n; i += nt) {
+            const u64 k = keys[i];
+            if (k != 0ull && (k & mask) == prefix) atomicAdd(&hist[(unsigned)(k >> shift) & (nb - 1u)], 1u);
+        }
+        __syncthreads();
+        // thread t owns the digits nb-1-t*per ... nb-per-t*per (descending); find the bucket of rank `need`
+        const unsigned per = (nb + nt - 1) / nt, first = (unsigned)tid * per;
+        unsigned mine = 0u;
+        for (unsigned q = 0; q < per && first + q < nb; ++q) mine += hist[nb - 1u - (first + q)];
+        unsigned total;
+        unsigned before = block_exscan(mine, &total);
+        if (before < need && need <= before + mine) {
+            for (unsigned q = 0; q < per && first + q < nb; ++q) {
+                const unsigned c = hist[nb - 1u - (first + q)];
+                if (before + c >= need) {
+                    s_digit = nb - 1u - (first + q);
+                    s_need = need - before;
+                    s_count = c;
+                    break;
+                }
+                before += c;
+            }
+        }
+        __syncthreads();
+        prefix |= (u64)s_digit << shift;
+        mask |= (u64)(nb - 1u) << shift;
+        need = s_need;
+        done += w;
+        const bool all_in = s_need == s_count;  // every key of this bucket is among the rank largest
+        __syncthreads();                         // s_* are rewritten by the next digit
+        if (all_in) break;
+    }
+    return prefix;
+}
+
 extern "C" __global__ void __launch_bounds__(1024) sample(
     int *__restrict__ ids,                // [n_rows] chosen token, -1 on error
-    float *__restrict__ logits,           // [n_rows, vocab], penalised in place
+    const float *__restrict__ logits,     // [n_rows, vocab], penalised by sample_topk
     const double *__restrict__ fparams,   // [n_rows, 6] temperature, top_p, min_p, repetition, presence, frequency
     const unsigned *__restrict__ iparams, // [n_rows, 4] top_k, seed lo, seed hi, step
-    const int *__restrict__ window,       // [n_rows, width] penalty window ids (prompt + output tail)
-    const int *__restrict__ window_len,   // [n_rows] ids used in each window row
+    const u64 *__restrict__ cand,         // [n_rows, MERGE_CAP] each chunk's top_k keys (split path rows)
+    const u64 *__restrict__ chunk_best,   // [n_rows, n_chunks] each chunk's largest finite key
+    const unsigned *__restrict__ chunk_info,  // [n_rows, n_chunks] finite count | NaN/+inf seen << 31
     double *__restrict__ draws,           // [n_rows] the row's uniform (debug), or null
-    int vocab, int width) {
-    __shared__ u64 s_keys[CAP];
+    int vocab, int n_chunks) {
+    __shared__ u64 s_buf[MERGE_CAP];  // split path: the candidates; then the sorted list and its weights
+    __shared__ u64 s_keys[CAP];       // also the select's histogram (2^RADIX counters) before the list
     __shared__ unsigned s_hist[256];
     __shared__ unsigned s_count, s_digit, s_need;
-    __shared__ int s_bad;
+    __shared__ unsigned s_finite[32];
     const int r = blockIdx.x, tid = threadIdx.x;
-    float *row = logits + (size_t)r * vocab;
+    const float *row = logits + (size_t)r * vocab;
     const double *fp = fparams + (size_t)r * 6;
     const unsigned *ip = iparams + (size_t)r * 4;
     const double temperature = fp[0], top_p = fp[1], min_p = fp[2];
-    const double repeat = fp[3], presence = fp[4], frequency = fp[5];
     const unsigned top_k = ip[0];
 
-    // 1. penalties: the first occurrence of each id in the window applies them with the id's count
-    const int *win = window + (size_t)r * width;
-    const int n_win = window_len[r];
-    for (int j = tid; j < n_win; j += blockDim.x) {
-        const int id = win[j];
-        if (id < 0 || id >= vocab) continue;
-        int count = 0;
-        bool first = true;
-        for (int q = 0; q < n_win; ++q) {
-            if (win[q] == id) {
-                ++count;
-                first = first && q >= j;
-            }
-        }
-        if (!first) continue;
-        double v = row[id];
-        v = v <= 0.0 ? v * repeat : v / repeat;
-        row[id] = (float)(v - count * frequency - presence);
-    }
-    if (tid == 0) s_bad = 0;
-    __syncthreads();
-
-    // 2. the best key (argmax, lowest id on ties), finite count, NaN/+inf check
+    // 1-2. the chunks' best keys, finite counts and NaN/+inf flags (penalties were applied by sample_topk)
     u64 best = 0ull;
-    double finite = 0.0;
-    for (int i = tid; i < vocab; i += blockDim.x) {
-        const float v = row[i];
-        if (!(v < INFINITY)) s_bad = 1;  // NaN or +inf
-        if (v > -INFINITY) finite += 1.0;
-        const u64 k = make_key(v, i);
-        best = k > best ? k : best;
+    unsigned finite = 0u;
+    int bad = 0;
+    for (int c = tid; c < n_chunks; c += blockDim.x) {
+        const u64 b = chunk_best[(size_t)r * n_chunks + c];
+        const unsigned info = chunk_info[(size_t)r * n_chunks + c];
+        best = b > best ? b : best;
+        finite += info & 0x7fffffffu;
+        bad |= (int)(info >> 31);
     }
-    best = block_max_u64(best);
-    const unsigned n_finite = (unsigned)block_sum_d(finite);  // syncs: s_bad is visible
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) finite += __shfl_xor_sync(0xffffffffu, finite, o);
+    if ((tid & 31) == 0) s_finite[tid >> 5] = finite;
+    best = block_max_u64(best);  // syncs: s_finite is visible
+    finite = 0u;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) finite += s_finite[w];
+    const unsigned n_finite = finite;
+    bad = __syncthreads_or(bad);
     const double u = philox_uniform(ip[1], ip[2], ip[3]);
     if (tid == 0 && draws) draws[r] = u;
-    if (s_bad || n_finite == 0u) {
+    if (bad || n_finite == 0u) {
         if (tid == 0) ids[r] = -1;
         return;
     }
@@ -176,116 +244,140 @@ extern "C" __global__ void __launch_bounds__(1024) sample(
         return;
     }
     const double l0 = key_value(best);
+    const double thr = min_p > 0.0 ? l0 + log(min_p) : -INFINITY;
+    unsigned n_list;
+    double z_full = 0.0;
+    bool list_is_topk;  // the list holds the whole top-k set (else only its min-p survivors)
 
-    // 3. top-k: lo = the k-th largest key, by radix select on 8-bit digits from the top
-    u64 lo = 0ull;
-    const unsigned n_topk = (top_k > 0u && top_k < n_finite) ? top_k : n_finite;
-    if (n_topk < n_finite) {
-        u64 prefix = 0ull, mask = 0ull;
-        unsigned need = top_k;  // rank, from 1, among keys matching prefix
-        for (int shift = KEY_BITS - 8; shift >= 0; shift -= 8) {
-            if (tid < 256) s_hist[tid] = 0u;
-            __syncthreads();
-            for (int i = tid; i < vocab; i += blockDim.x) {
-                const float v = row[i];
-                if (!(v > -INFINITY)) continue;
-                const u64 k = make_key(v, i);
-                if ((k & mask) == prefix) atomicAdd(&s_hist[(unsigned)(k >> shift) & 255u], 1u);
-            }
-            __syncthreads();
-            if (tid < 32) {  // lane l owns digits 255 - 8l ... 248 - 8l
-                unsigned c[8], total = 0u;
-#pragma unroll
-                for (int q = 0; q < 8; ++q) {
-                    c[q] = s_hist[255 - (tid * 8 + q)];
-                    total += c[q];
+    if (top_k > 0u && top_k <= CAP && top_k * (unsigned)n_chunks <= MERGE_CAP) {
+        // 3s. split path: the top-k set = the top n_topk of the chunks' candidates
+        const unsigned n_topk = top_k < n_finite ? top_k : n_finite;
+        const int m = (int)(top_k * (unsigned)n_chunks);
+        for (int i = tid; i < m; i += blockDim.x) s_buf[i] = cand[(size_t)r * MERGE_CAP + i];
+        __syncthreads();
+        const u64 lo = select_kth(s_buf, m, n_topk, (unsigned *)s_keys);
+        if (tid == 0) s_count = 0u;
+        __syncthreads();
+        for (int i = tid; i < m; i += blockDim.x) {
+            const u64 k = s_buf[i];
+            if (k >= lo) s_keys[atomicAdd(&s_count, 1u)] = k;  // exactly n_topk keys
+        }
+        __syncthreads();
+        n_list = s_count;
+        list_is_topk = true;
+    } else {
+        list_is_topk = false;
+        // 3. top-k: lo = the k-th largest key, by radix select over the row on 8-bit digits from the top
+        u64 lo = 0ull;
+        const unsigned n_topk = (top_k > 0u && top_k < n_finite) ? top_k : n_finite;
+        if (n_topk < n_finite) {
+            u64 prefix = 0ull, mask = 0ull;
+            unsigned need = top_k;  // rank, from 1, among keys matching prefix
+            for (int shift = KEY_BITS - 8; shift >= 0; shift -= 8) {
+                if (tid < 256) s_hist[tid] = 0u;
+                __syncthreads();
+                for (int i = tid; i < vocab; i += blockDim.x) {
+                    const float v = row[i];
+                    if (!(v > -INFINITY)) continue;
+                    const u64 k = make_key(v, i);
+                    if ((k & mask) == prefix) atomicAdd(&s_hist[(unsigned)(k >> shift) & 255u], 1u);
                 }
-                unsigned incl = total;
+                __syncthreads();
+                if (tid < 32) {  // lane l owns digits 255 - 8l ... 248 - 8l
+                    unsigned c[8], total = 0u;
 #pragma unroll
-                for (int o = 1; o < 32; o <<= 1) {
-                    const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
-                    if (tid >= o) incl += t;
-                }
-                unsigned before = incl - total;
-                if (before < need && need <= incl) {
                     for (int q = 0; q < 8; ++q) {
-                        if (before + c[q] >= need) {
-                            s_digit = 255u - (unsigned)(tid * 8 + q);
-                            s_need = need - before;
-                            break;
+                        c[q] = s_hist[255 - (tid * 8 + q)];
+                        total += c[q];
+                    }
+                    unsigned incl = total;
+#pragma unroll
+                    for (int o = 1; o < 32; o <<= 1) {
+                        const unsigned t = __shfl_up_sync(0xffffffffu, incl, o);
+                        if (tid >= o) incl += t;
+                    }
+                    unsigned before = incl - total;
+                    if (before < need && need <= incl) {
+                        for (int q = 0; q < 8; ++q) {
+                            if (before + c[q] >= need) {
+                                s_digit = 255u - (unsigned)(tid * 8 + q);
+                                s_need = need - before;
+                                break;
+                            }
+                            before += c[q];
                         }
-                        before += c[q];
                     }
                 }
+                __syncthreads();
+                prefix |= (u64)s_digit << shift;
+                mask |= 255ull << shift;
+                need = s_need;
             }
-            __syncthreads();
-            prefix |= (u64)s_digit << shift;
-            mask |= 255ull << shift;
-            need = s_need;
+            lo = prefix;
         }
-        lo = prefix;
-    }
 
-    // 4. min-p bound, then compact the survivors of top-k and min-p
-    const double thr = min_p > 0.0 ? l0 + log(min_p) : -INFINITY;
-    if (tid == 0) s_count = 0u;
-    __syncthreads();
-    for (int i = tid; i < vocab; i += blockDim.x) {
-        const float v = row[i];
-        if (!(v > -INFINITY) || (double)v < thr) continue;
-        const u64 k = make_key(v, i);
-        if (k < lo) continue;
-        const unsigned slot = atomicAdd(&s_count, 1u);
-        if (slot < CAP) s_keys[slot] = k;
-    }
-    __syncthreads();
-    const unsigned n_list = s_count;
-    // top-p normalises over the whole top-k set; sum it on the full row unless the list holds that set
-    const bool full_z = top_p < 1.0 && (n_list < n_topk || n_list > CAP);
-    const double z_full = full_z ? member_sum(row, vocab, lo, 0ull, -INFINITY, l0, 0.0) : 0.0;
-
-    if (n_list > CAP) {  // slow exact path: bisection on the key
-        if (top_p < 1.0) {
-            const u64 p = search(row, vocab, lo, thr, l0, 0.0, z_full, top_p, false);
-            lo = p > lo ? p : lo;
+        // 4. compact the survivors of top-k and min-p
+        if (tid == 0) s_count = 0u;
+        __syncthreads();
+        for (int i = tid; i < vocab; i += blockDim.x) {
+            const float v = row[i];
+            if (!(v > -INFINITY) || (double)v < thr) continue;
+            const u64 k = make_key(v, i);
+            if (k < lo) continue;
+            const unsigned slot = atomicAdd(&s_count, 1u);
+            if (slot < CAP) s_keys[slot] = k;
         }
-        const double w = member_sum(row, vocab, lo, 0ull, thr, l0, 1.0 / temperature);
-        const u64 pick = search(row, vocab, lo, thr, l0, 1.0 / temperature, 1.0, u * w, true);
-        if (tid == 0) ids[r] = key_id(pick);
-        return;
-    }
+        __syncthreads();
+        n_list = s_count;
+        // top-p normalises over the whole top-k set; sum it on the full row unless the list holds that set
+        list_is_topk = n_list == n_topk;
+        const bool full_z = top_p < 1.0 && (!list_is_topk || n_list > CAP);
+        z_full = full_z ? member_sum(row, vocab, lo, 0ull, -INFINITY, l0, 0.0) : 0.0;
 
-    // 5. sort the list by key, descending (bitonic, padded with 0 keys to a power of two)
-    unsigned n_sort = 2u;
-    while (n_sort < n_list) n_sort <<= 1;
-    if (tid >= (int)n_list && tid < (int)n_sort) s_keys[tid] = 0ull;
-    __syncthreads();
-    for (unsigned k = 2u; k <= n_sort; k <<= 1) {
-        for (unsigned j = k >> 1; j > 0u; j >>= 1) {
-            const unsigned i = (unsigned)tid, ixj = i ^ j;
-            if (i < n_sort && ixj > i) {
-                const u64 a = s_keys[i], b = s_keys[ixj];
-                if ((i & k) == 0u ? a < b : a > b) {
-                    s_keys[i] = b;
-                    s_keys[ixj] = a;
-                }
+        if (n_list > CAP) {  // slow exact path: bisection on the key
+            if (top_p < 1.0) {
+                const u64 p = search(row, vocab, lo, thr, l0, 0.0, z_full, top_p, false);
+                lo = p > lo ? p : lo;
             }
-            __syncthreads();
+            const double w = member_sum(row, vocab, lo, 0ull, thr, l0, 1.0 / temperature);
+            const u64 pick = search(row, vocab, lo, thr, l0, 1.0 / temperature, 1.0, u * w, true);
+            if (tid == 0) ids[r] = key_id(pick);
+            return;
         }
     }
 
-    // 6. top-p, temperature and the draw, in candidate order (min-p was applied by the compaction)
+    // 5-6. sort the list by key, descending (each key's rank = how many keys exceed it; keys are distinct),
+    // with each candidate's weights: e = exp(l - l0) (top-p), t = exp(l / T - l0 / T) (the draw)
+    u64 *sorted = s_buf;  // s_buf's candidates are no longer read
+    double *e = (double *)(s_buf + CAP), *t = (double *)(s_buf + 2 * CAP);
+    if (tid < (int)n_list) {
+        const u64 k = s_keys[tid];
+        unsigned rank = 0u;
+        for (unsigned j = 0; j < n_list; ++j) rank += s_keys[j] > k ? 1u : 0u;
+        sorted[rank] = k;
+        const double v = (double)key_value(k);
+        e[rank] = exp(v - l0);
+        t[rank] = exp(v / temperature - l0 / temperature);
+    }
+    __syncthreads();
+
+    // 7. top-p, min-p and the draw, in candidate order
     if (tid != 0) return;
     unsigned n = n_list;
+    if (list_is_topk && min_p > 0.0) {  // min-p keeps the prefix with logit >= thr (the full-row path's
+        unsigned keep = 0u;             // list holds only those already)
+        while (keep < n && (double)key_value(sorted[keep]) >= thr) ++keep;
+        n = keep;
+    }
     if (top_p < 1.0) {
         double z = z_full;
-        if (!full_z) {
+        if (list_is_topk) {
             z = 0.0;
-            for (unsigned i = 0; i < n; ++i) z += exp((double)key_value(s_keys[i]) - l0);
+            for (unsigned i = 0; i < n_list; ++i) z += e[i];
         }
         double cum = 0.0;
         for (unsigned i = 0; i < n; ++i) {
-            cum += exp((double)key_value(s_keys[i]) - l0) / z;
+            cum += e[i] / z;
             if (cum >= top_p) {
                 n = i + 1u;
                 break;
@@ -293,16 +385,16 @@ extern "C" __global__ void __launch_bounds__(1024) sample(
         }
     }
     double w = 0.0;
-    for (unsigned i = 0; i < n; ++i) w += exp((double)key_value(s_keys[i]) / temperature - l0 / temperature);
+    for (unsigned i = 0; i < n; ++i) w += t[i];
     const double target = u * w;
     double cum = 0.0;
     unsigned pick = n - 1u;
     for (unsigned i = 0; i < n; ++i) {
-        cum += exp((double)key_value(s_keys[i]) / temperature - l0 / temperature);
+        cum += t[i];
         if (cum > target) {
             pick = i;
             break;
         }
     }
-    ids[r] = key_id(s_keys[pick]);
+    ids[r] = key_id(sorted[pick]);
 }
