@@ -161,6 +161,8 @@ class AllLogitsFor:
     """The engine, but the prompts in `prompts` are prefilled at every position (`prefill_all_logits`,
     as a prompt-logprobs job would be) and give their last row: the request path that allocates."""
 
+    prefill_mixed = None  # every first token from `prefill` below (sampled on the host)
+
     def __init__(self, engine, prompts: list[list[int]]) -> None:
         self.engine, self.prompts = engine, {tuple(p) for p in prompts}
 
