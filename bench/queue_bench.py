@@ -53,8 +53,8 @@ class TimedEngine:
     """An engine whose prefill and decode calls add up their seconds (the time account the worker's
     engine process logs, for the engine alone)."""
 
-    CALLS = {"prefill": "prefill", "decode": "decode", "decode_mixed": "decode", "decode_sample": "decode",
-             "decode_greedy": "decode"}
+    CALLS = {"prefill": "prefill", "prefill_mixed": "prefill", "decode": "decode", "decode_mixed": "decode",
+             "decode_sample": "decode", "decode_greedy": "decode"}
 
     def __init__(self, engine) -> None:
         self.engine, self.spent = engine, {"prefill": 0.0, "decode": 0.0}
