@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
 from .ops.sample import copy_params, pack_params, sample
 from .params import SamplingParams
-from .prefill_plan import packable, plan_prefill
+from .prefill_plan import pack_bucket, pack_buckets, packable, plan_prefill
 from .runtime import Runtime, device_count
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ class CudaEngine(Engine):
             else:
                 self.forward.decode(bucket)  # the first step of a bucket also compiles its kernels
                 if self.graphs is not None:
-                    self._capture(bucket)
+                    self._capture(bucket, partial(self.forward.decode, bucket))
             return self._pick(n)
 
     def _pick(self, n: int) -> np.ndarray:
@@ -250,32 +251,37 @@ class CudaEngine(Engine):
         return host.copy()
 
     def warm_up(self) -> float:
-        """Load the prefill kernels (packed, and alone with the gemv and gemm paths) and capture the decode
-        graph of every batch bucket, all on the scratch slot (no sequence's cache is touched)."""
+        """Load the prefill kernels (alone: the gemv and gemm paths) and capture the graphs of every packed
+        prefill row bucket and decode batch bucket, all on the scratch slot (no sequence's cache is
+        touched)."""
         t0 = time.perf_counter()
         scratch = self.scratch_slot
         with self.rt.activate(), _engine_errors("warm-up", [scratch]):
             for n in sorted({min(8, self.max_context), min(PREFILL_CHUNK, self.max_context)}):
                 for _ in self._chunks(scratch, np.zeros(n, np.int64), 0):
                     pass
-            n = min(8, self.max_context)
-            self._prefill_pack(range(1), [scratch], [np.zeros(n, np.int64)], [0])
+            for bucket in pack_buckets(self.forward.rows):
+                inputs = self._host_inputs()
+                inputs[:3, :bucket] = [[0], [0], [scratch]]
+                self._send_inputs()
+                self._run_packed(bucket)
             for bucket in self.buckets:
                 inputs = self._host_inputs()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
                 self._send_inputs()
                 self.forward.decode(bucket)
                 if self.graphs is not None and bucket not in self.graphs:
-                    self._capture(bucket)
+                    self._capture(bucket, partial(self.forward.decode, bucket))
             self.rt.synchronize()
         seconds = time.perf_counter() - t0
-        logger.info("warm-up: prefill kernels loaded, decode graphs for batch %s captured in %.2f s",
-                    ",".join(map(str, self.buckets)), seconds)
+        logger.info("warm-up: graphs for packed prefill of %s rows and decode of batch %s captured in %.2f s",
+                    ",".join(map(str, pack_buckets(self.forward.rows))), ",".join(map(str, self.buckets)),
+                    seconds)
         return seconds
 
-    def _capture(self, bucket: int) -> None:
+    def _capture(self, key, enqueue, what: str = "") -> None:
         try:
-            self.graphs.capture(bucket, lambda: self.forward.decode(bucket))
+            self.graphs.capture(key, enqueue, what)
         except GraphError as exc:
             logger.warning("CUDA graphs off, decode launches kernels one by one: %s", exc)
             self.graphs = None
@@ -292,7 +298,9 @@ class CudaEngine(Engine):
         self._inputs_sent.record(self.rt.stream)
 
     def _prefill_pack(self, batch: range, slots, tokens, starts) -> None:
-        """One packed pass over the prompts batch[0].. (context on); their last rows to x_last[batch]."""
+        """One packed pass over the prompts batch[0].. (context on), padded to its row bucket (rows of
+        token 0 at position 0 of the scratch slot) and replayed as that bucket's CUDA graph; their last
+        rows to x_last[batch]."""
         inputs, row = self._host_inputs(), 0
         for k, i in enumerate(batch):
             n = len(tokens[i])
@@ -301,8 +309,21 @@ class CudaEngine(Engine):
             inputs[2, row : row + n] = slots[i]
             inputs[3, k] = row + n - 1
             row += n
+        bucket = pack_bucket(row, self.forward.rows)
+        inputs[:3, row:bucket] = [[0], [0], [self.scratch_slot]]
         self._send_inputs()
-        self.forward.prefill_packed(row, len(batch), batch[0])
+        self._run_packed(bucket)
+        self.forward.gather_last(len(batch), batch[0])
+
+    def _run_packed(self, bucket: int) -> None:
+        key = ("prefill", bucket)
+        if self.graphs is not None and key in self.graphs:
+            self.graphs.launch(key)
+            return
+        self.forward.prefill_packed(bucket)  # the first pass of a bucket also loads its kernels
+        if self.graphs is not None:
+            what = f"packed prefill of {bucket} rows"
+            self._capture(key, partial(self.forward.prefill_packed, bucket), what)
 
     def _chunks(self, slot: int, tokens: np.ndarray, start: int):
         """Prefill one prompt alone in chunks of PREFILL_CHUNK (context on): yields each chunk's token

@@ -106,9 +106,9 @@ class CudaForward:
 
         self._body(n, attend, packed=False)
 
-    def prefill_packed(self, n: int, n_prompts: int, out_row: int) -> None:
-        """n rows of n_prompts short prompts (inputs set: per-row ids, positions < PACK_CTX, slots; last[:k]
-        each prompt's last row); their last rows go to x_last[out_row : out_row + n_prompts]."""
+    def prefill_packed(self, n: int) -> None:
+        """n rows of packed short prompts (inputs set: per-row ids, positions < PACK_CTX, slots); the
+        last hidden rows stay in x until `gather_last`. Reads only device inputs: graph-capturable."""
         part_out, part_ml = self.pack_part_out[:n], self.pack_part_ml[:n]
 
         def attend(i, q, att):
@@ -116,7 +116,10 @@ class CudaForward:
                              part_out, part_ml, splits=self.pack_splits)
 
         self._body(n, attend, packed=True)
-        gather_rows(self.rt, self.x_last[out_row : out_row + n_prompts], self.x[:n], self.last[:n_prompts])
+
+    def gather_last(self, n_prompts: int, out_row: int) -> None:
+        """x_last[out_row : out_row + n_prompts] = x[last[:n_prompts]]: a packed pass's last rows."""
+        gather_rows(self.rt, self.x_last[out_row : out_row + n_prompts], self.x, self.last[:n_prompts])
 
     def keep_last(self, row: int, out_row: int) -> None:
         """x_last[out_row] = x[row]: the last row of a prompt prefilled alone."""

@@ -1,4 +1,5 @@
-"""CUDA graphs for the decode step, one per batch-size bucket.
+"""CUDA graphs for the decode step, one per batch-size bucket (and for packed prefill passes, one per
+row bucket).
 
 PyCUDA has no graph API and spends ~8 us of host time per launch, which would cap a ~250-kernel decode
 step far below what the GPU can do. So the step's launches are captured with cuda-bindings on the
@@ -10,7 +11,7 @@ so one graph serves every step of its batch size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from .errors import EngineError
 
@@ -30,12 +31,12 @@ class GraphError(EngineError):
 
 
 class DecodeGraphs:
-    """Instantiated graphs keyed by batch size, all on one stream."""
+    """Instantiated graphs keyed by batch size (or any key: ("prefill", rows)), all on one stream."""
 
     def __init__(self, stream_handle: int):
         self.cu = _driver()
         self.stream = self.cu.CUstream(stream_handle)
-        self._execs: dict[int, tuple] = {}  # bucket -> (graph, graph exec)
+        self._execs: dict[Hashable, tuple] = {}  # bucket -> (graph, graph exec)
 
     def _check(self, result, what: str):
         err = result[0]
@@ -43,23 +44,25 @@ class DecodeGraphs:
             raise GraphError(f"{what} failed: {err}")
         return result[1] if len(result) > 1 else None
 
-    def __contains__(self, bucket: int) -> bool:
+    def __contains__(self, bucket: Hashable) -> bool:
         return bucket in self._execs
 
-    def capture(self, bucket: int, enqueue: Callable[[], None]) -> None:
-        """Record what `enqueue()` launches on the stream (nothing runs) and instantiate it."""
+    def capture(self, bucket: Hashable, enqueue: Callable[[], None], what: str = "") -> None:
+        """Record what `enqueue()` launches on the stream (nothing runs) and instantiate it; `what` names
+        it in the log (default: the decode step of batch `bucket`)."""
+        what = what or f"decode step for batch {bucket}"
         cu = self.cu
         mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
         self._check(cu.cuStreamBeginCapture(self.stream, mode), "cuStreamBeginCapture")
         try:
             enqueue()
         finally:
-            graph = self._check(cu.cuStreamEndCapture(self.stream), f"capturing the batch-{bucket} step")
+            graph = self._check(cu.cuStreamEndCapture(self.stream), f"capturing the {what}")
         graph_exec = self._check(cu.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
         self._execs[bucket] = (graph, graph_exec)
-        logger.info("decode step for batch %d captured as a CUDA graph", bucket)
+        logger.info("%s captured as a CUDA graph", what)
 
-    def launch(self, bucket: int) -> None:
+    def launch(self, bucket: Hashable) -> None:
         self._check(self.cu.cuGraphLaunch(self._execs[bucket][1], self.stream), "cuGraphLaunch")
 
     def close(self) -> None:

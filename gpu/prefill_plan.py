@@ -11,6 +11,8 @@ on what else is in its pass (docs/gpu.md, "Packed prefill").
 from __future__ import annotations
 
 PACK_CTX = 256  # a prompt ending at or before this position can be packed with others
+PACK_BUCKETS = (8, 16, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512)  # rows of a pass, padded: one
+# CUDA graph each
 
 
 def plan_prefill(lengths: list[int], starts: list[int], rows: int, pack_ctx: int = PACK_CTX,
@@ -39,3 +41,13 @@ def plan_prefill(lengths: list[int], starts: list[int], rows: int, pack_ctx: int
 def packable(n: int, start: int, rows: int, pack_ctx: int = PACK_CTX) -> bool:
     """A prompt of n tokens from `start` can share a packed pass of `rows` rows."""
     return start + n <= pack_ctx and n <= rows
+
+
+def pack_bucket(n: int, rows: int) -> int:
+    """The row count a packed pass of n rows is padded to: the smallest bucket >= n, at most `rows`."""
+    return min(next((b for b in PACK_BUCKETS if b >= n), rows), rows)
+
+
+def pack_buckets(rows: int) -> list[int]:
+    """Every row count `pack_bucket` can return for passes of up to `rows` rows."""
+    return sorted({pack_bucket(n, rows) for n in {*PACK_BUCKETS, rows} if n <= rows})

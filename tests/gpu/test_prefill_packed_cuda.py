@@ -90,6 +90,25 @@ def test_packed_logits_do_not_depend_on_neighbours(qwen_path, rng):
         gpu.close()
 
 
+def test_packed_graph_replay_equals_eager_passes(qwen_path, rng):
+    from gpu.cuda_engine import CudaEngine
+
+    prompts = [rng.integers(0, VOCAB, int(n)).tolist() for n in (5, 40, 17, 3)]  # 65 rows: the 96 bucket
+    eager = CudaEngine.load(qwen_path, max_batch=4, max_context=1024, use_graphs=False)
+    try:
+        want = [_prefill(eager, prompts), _prefill(eager, prompts[1:2])]
+    finally:
+        eager.close()
+    graphs = CudaEngine.load(qwen_path, max_batch=4, max_context=1024)
+    try:
+        graphs.warm_up()
+        assert ("prefill", 96) in graphs.graphs and ("prefill", 48) in graphs.graphs
+        assert np.array_equal(_prefill(graphs, prompts), want[0])
+        assert np.array_equal(_prefill(graphs, prompts[1:2]), want[1])
+    finally:
+        graphs.close()
+
+
 def test_packed_and_alone_match_reference(qwen_path, rng):
     from gpu.cuda_engine import CudaEngine
     from gpu.numpy_engine import NumpyEngine

@@ -33,3 +33,12 @@ def test_plan_covers_the_batch_in_order_within_limits(prompts, rows):
     for a, b in zip(plan, plan[1:], strict=False):  # a pass is closed only when the next prompt can't join
         if all(packable(lengths[i], starts[i], rows) for i in [*a, b[0]]):
             assert sum(lengths[i] for i in a) + lengths[b[0]] > rows
+
+
+@given(st.integers(1, 512), st.integers(1, 512))
+def test_pack_bucket_pads_to_a_captured_size(n, rows):
+    from gpu.prefill_plan import pack_bucket, pack_buckets
+
+    n = min(n, rows)
+    bucket = pack_bucket(n, rows)
+    assert n <= bucket <= rows and bucket in pack_buckets(rows)

@@ -44,6 +44,8 @@ def test_warm_up_captures_every_bucket_and_changes_no_result(path):
         assert warm.warm_up() > 0.0
         assert warm.buckets == [1, 2, 4, 8, 16]
         assert all(bucket in warm.graphs for bucket in warm.buckets)
+        assert all(("prefill", rows) in warm.graphs for rows in (8, 16, 32, 48, 64, 96, 128, 192, 256, 320,
+                                                                  384, 448, 512))
         assert warm.slots.in_use() == 0  # warm-up ran on the scratch slot only
         assert greedy(warm, prompts, 12) == expected
         assert greedy(warm, prompts[:1], 12) == expected[:1]
