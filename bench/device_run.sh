@@ -4,7 +4,8 @@
 #           carry it and set PYTEST_K=" ")
 #   probe   bench/llama_probe.py on the Qwen F16 file: which way of loading the llama.cpp peer works
 #   bench   bench/gpu_bench.py: the CUDA engine, llama.cpp and HF transformers on the same card and files
-#   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone
+#   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (with a
+#           py-spy wheel in .whl: the worker and its engine process sampled while busy, $OUT/pyspy-*.raw)
 #   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
 # Set-up on the dev machine (see ../shared/device/README.md): stage.sh --peer (.device), the worker's
 # wheels in .whl, ggml-vocab-{qwen2,phi-3}.gguf in .device/vocab, cubins from
@@ -16,6 +17,7 @@ if [ ! -f $mark ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site2 .whl/*.whl && touch $mark
 fi
 export PYTHONPATH=$PWD:/tmp/site2:$PYTHONPATH PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 ORCD_CUBIN_DIR=$PWD/.cubins
+export PATH=/tmp/site2/bin:$PATH
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 W=/tmp/orcd-bench; mkdir -p $W
 nvidia-smi --query-gpu=index,name,memory.total,memory.used --format=csv,noheader
@@ -43,6 +45,11 @@ for step in "$@"; do
         --section-timeout 150 2>&1 | tee $OUT/bench.log | tail -30 ;;
     queue1)
       models qwen-f16
+      if command -v py-spy >/dev/null; then  # sample the worker (and its engine process) once it is up
+        ( for _ in $(seq 600); do pid=$(pgrep -f "worker.cli -v worker" | head -1); [ -n "$pid" ] && break; sleep 0.1; done
+          [ -n "$pid" ] && timeout 60 py-spy record --pid $pid --subprocesses --nonblocking --rate 500 --duration 40 \
+            --format raw -o $OUT/pyspy-${QUEUE_TOKENS:-256}.raw >/dev/null 2>&1 ) &
+      fi
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --jobs 64 \
         --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) 2>&1 | tee $OUT/queue1.log | tail -16 ;;
     queue2)
