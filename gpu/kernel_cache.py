@@ -22,8 +22,10 @@ ENV_DIR = "ORCD_CUBIN_DIR"
 VARIANTS: dict[str, list[dict[str, int]]] = {
     "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p}
              for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)],
-    "gemm": [{"BM": 32, "BN": 64, "WM": 2, "WN": 2}, {"BM": 64, "BN": 64, "WM": 2, "WN": 2},
-             {"BM": 128, "BN": 128, "WM": 2, "WN": 4}],
+    # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
+    "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))
+             for c in ((128, 256, 2, 4, 64, 3), (128, 128, 2, 4, 64, 3), (128, 64, 2, 2, 64, 4),
+                       (64, 64, 2, 2, 64, 4), (32, 64, 2, 2, 32, 4))],
     "attention_decode": [{"HEAD_DIM": d} for d in (64, 96, 128)],
     "attention_prefill": [{"HEAD_DIM": d} for d in (64, 96, 128)],
 }

@@ -1,6 +1,20 @@
-"""gemm.cu: y (+)= a @ w.T + bias on tensor cores, for prompts longer than gemv takes."""
+"""gemm.cu (+ gemm_reduce.cu for unfused split-K): y (+)= a @ w.T + bias on tensor cores, for prompts
+longer than gemv takes.
+
+Row invariance: an output element's bits depend on its row of `a`, the weights and the split of K only.
+The kernel accumulates every element in ascending 16-wide k steps whatever its tile shape or BK, so the
+tile config may follow M (`config_for`); the number of K splits changes the arithmetic, so it follows N,
+K and the device alone (`splits_for`). Split partials are summed in ascending split order, either by the
+last block of each tile to finish (`FUSED_REDUCE`, an integer counter per tile picks it) or by
+gemm_reduce.cu: the same bits either way. Partials and counters live in scratch buffers per Runtime
+(purpose "scratch") sized for `ROW_CAP` rows of the largest split shape seen; longer inputs run in row
+chunks of `ROW_CAP` (same arithmetic per row).
+"""
 
 from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -9,13 +23,154 @@ from ..runtime import Runtime, ptr
 from . import blocks, check
 
 
-def _tiles(rt: Runtime, m: int, n: int) -> tuple[int, int, int, int]:
-    """(BM, BN, WM, WN): large tiles when there are enough of them to fill every SM, else smaller."""
-    if blocks(m, 128) * blocks(n, 128) >= rt.n_sm:
-        return 128, 128, 2, 4
+@dataclass(frozen=True)
+class Config:
+    """One compiled tile shape of gemm.cu: BM x BN block tile, WM x WN warps, BK slices, STAGES deep."""
+
+    bm: int
+    bn: int
+    wm: int
+    wn: int
+    bk: int = 32
+    stages: int = 4
+
+    @property
+    def defines(self) -> dict[str, int]:
+        return {"BM": self.bm, "BN": self.bn, "WM": self.wm, "WN": self.wn, "BK": self.bk,
+                "STAGES": self.stages}
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.wm * self.wn
+
+    @property
+    def smem(self) -> int:
+        return self.stages * (self.bm + self.bn) * (self.bk + 8) * 2
+
+    @property
+    def name(self) -> str:
+        return f"{self.bm}x{self.bn}x{self.bk}s{self.stages}w{self.wm}{self.wn}"
+
+
+# every config the selection (or the benchmark) may launch; kernel_cache.VARIANTS lists their defines.
+# Measured (bench/gemm_bench.py --sweep, H100 and H200, M = 512): BK 64 beats BK 32 everywhere; 128 x 128
+# tiles of 8 warps win once there are about as many tiles as SMs, 64 x 64 below that; 128 x 64 and 128 x 256
+# are runners-up kept for the sweep (each best on one Phi-3 shape, by under 6%).
+CONFIGS: dict[str, Config] = {c.name: c for c in (
+    Config(128, 256, 2, 4, 64, 3),
+    Config(128, 128, 2, 4, 64, 3),
+    Config(128, 64, 2, 2, 64, 4),
+    Config(64, 64, 2, 2, 64, 4),
+    Config(32, 64, 2, 2, 32, 4),
+)}
+SPLIT_ALIGN = 64  # split boundaries fall on multiples of 64 columns of K (every BK divides it)
+MAX_SPLITS = 8
+ROW_CAP = 512  # rows per split-K launch (bounds the scratch: splits x ROW_CAP x N floats)
+M_REF = 512  # the row count the split choice is tuned for (a prefill chunk); the choice never sees M
+# Split partials summed by the last block of each tile (True) or by gemm_reduce.cu (False): same bits; the
+# fused form measured slower (the last blocks add up whole tiles while the rest of the GPU idles: Qwen down
+# 42.9 vs 36.5 us on an H200), so gemm_reduce.cu does it.
+FUSED_REDUCE = False
+SMALL, LARGE, TINY = "64x64x64s4w22", "128x128x64s3w24", "32x64x32s4w22"
+
+_scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> [buffers]; the last is current
+_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> [int32 buffers, zeroed]
+_attr_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> {config names: smem limit set}
+
+
+def split_k(k: int, splits: int) -> tuple[int, int]:
+    """(k_len, splits actually used): K cut into `splits` ranges aligned to SPLIT_ALIGN (fewer if short)."""
+    if splits <= 1 or k <= SPLIT_ALIGN:
+        return k, 1
+    k_len = blocks(blocks(k, splits), SPLIT_ALIGN) * SPLIT_ALIGN
+    return k_len, blocks(k, k_len)
+
+
+def splits_for(rt: Runtime, n: int, k: int) -> int:
+    """K splits for an [*, K] @ [N, K].T product: a function of N, K and the device only (row invariance).
+    One when 128 x 128 tiles at M_REF rows already fill the SMs; else enough splits for about two blocks
+    per SM, keeping at least 1024 columns of K per split."""
+    tiles = blocks(M_REF, 128) * blocks(n, 128)
+    if tiles >= rt.n_sm:
+        return 1
+    return max(1, min(2 * rt.n_sm // tiles, k // 1024, MAX_SPLITS))
+
+
+def config_for(rt: Runtime, m: int, n: int, splits: int) -> Config:
+    """The tile config (free to follow M: every config gives the same bits): 128 x 128 tiles when they
+    (x splits) come near one per SM, else 64 x 64; 32 x 64 for a few rows."""
     if m <= 32:
-        return 32, 64, 2, 2
-    return 64, 64, 2, 2
+        return CONFIGS[TINY]
+    if blocks(m, 128) * blocks(n, 128) * splits * 5 >= rt.n_sm * 4:
+        return CONFIGS[LARGE]
+    return CONFIGS[SMALL]
+
+
+def scratch(rt: Runtime, floats: int):
+    """The split-K partials buffer of this runtime, at least `floats` long. A larger need allocates a
+    larger buffer and keeps the old one (a captured CUDA graph may still point at it)."""
+    held = _scratch.setdefault(rt, [])
+    if not held or held[-1].size < floats:
+        held.append(rt.empty((floats,), np.float32, "scratch"))
+    return held[-1]
+
+
+def counters(rt: Runtime, tiles: int):
+    """The per-tile arrival counters of the fused split-K reduction, zero between launches (the last
+    block of a tile resets its counter); grown like `scratch`."""
+    held = _counters.setdefault(rt, [])
+    if not held or held[-1].size < tiles:
+        import pycuda.driver as cuda
+
+        buf = rt.empty((max(tiles, 4096),), np.int32, "scratch")
+        cuda.memset_d32(buf.gpudata, 0, buf.size)
+        held.append(buf)
+    return held[-1]
+
+
+def _kernel(rt: Runtime, cfg: Config):
+    fn = rt.kernel("gemm", "PPPPPPiiiii", **cfg.defines)
+    done = _attr_set.setdefault(rt, set())
+    if cfg.name not in done:
+        import pycuda.driver as cuda
+
+        fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, cfg.smem)
+        done.add(cfg.name)
+    return fn
+
+
+def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: int,
+           fused: bool | None = None) -> None:
+    """y (+)= a @ w.T + bias with this tile config and K split (checked arrays; tests and benchmarks
+    call it to pin a config); `fused` None: FUSED_REDUCE."""
+    m, k = a.shape
+    n = w.shape[0]
+    if m == 0 or n == 0:
+        return
+    fn = _kernel(rt, cfg)
+    k_len, splits = split_k(k, splits)
+    if splits == 1:
+        rt.launch(fn, (blocks(n, cfg.bn), blocks(m, cfg.bm), 1), (cfg.threads, 1, 1), ptr(y), ptr(a), ptr(w),
+                  ptr(bias), 0, 0, m, n, k, k, int(accumulate), shared=cfg.smem)
+        return
+    fused = FUSED_REDUCE if fused is None else fused
+    part = scratch(rt, splits * ROW_CAP * n)
+    threads = (cfg.threads, 1, 1)
+    for r0 in range(0, m, ROW_CAP):
+        rows = min(ROW_CAP, m - r0)
+        ys, as_ = y[r0 : r0 + rows], a[r0 : r0 + rows]
+        grid = (blocks(n, cfg.bn), blocks(rows, cfg.bm), splits)
+        if fused:
+            count = counters(rt, grid[0] * grid[1])
+            rt.launch(fn, grid, threads, ptr(ys), ptr(as_), ptr(w), ptr(bias), ptr(part), ptr(count), rows, n,
+                      k, k_len, int(accumulate), shared=cfg.smem)
+            continue
+        rt.launch(fn, grid, threads, ptr(ys), ptr(as_), ptr(w), 0, ptr(part), 0, rows, n, k, k_len, 0,
+                  shared=cfg.smem)
+        per_thread = 4 if n % 4 == 0 else 1
+        reduce = rt.kernel("gemm_reduce", "PPPiiii")
+        rt.launch(reduce, (blocks(rows * n, 256 * per_thread), 1, 1), (256, 1, 1), ptr(ys), ptr(part),
+                  ptr(bias), rows, n, splits, int(accumulate))
 
 
 def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
@@ -29,7 +184,5 @@ def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
     check(y, "y", np.float32, (m, n))
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
-    bm, bn, wm, wn = _tiles(rt, m, n)
-    fn = rt.kernel("gemm", "PPPPiiii", BM=bm, BN=bn, WM=wm, WN=wn)
-    rt.launch(fn, (blocks(n, bn), blocks(m, bm), 1), (32 * wm * wn, 1, 1),
-              ptr(y), ptr(a), ptr(w), ptr(bias), m, n, k, int(accumulate))
+    splits = splits_for(rt, n, k)
+    launch(rt, y, a, w, bias, accumulate, config_for(rt, m, n, splits), splits)
