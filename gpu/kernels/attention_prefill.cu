@@ -1,98 +1,233 @@
-// Causal attention for a prompt (flash-style tiling): one block per (32 queries, head). Keys and values of
-// positions 0 .. start + T - 1 are read from the KV cache (rope_kv wrote the prompt's own) in tiles of 64
-// staged in shared memory; each query is owned by 4 threads that split head_dim, and the online softmax
-// is updated once per 16 keys. Query t sits at position start + t. GQA as in attention_decode. -D HEAD_DIM.
+// Causal attention for a prompt on tensor cores (flash-attention 2): one block per (64 queries, head), 4
+// warps of 16 query rows each. Keys and values of positions 0 .. start + T - 1 come from the KV cache
+// (rope_kv wrote the prompt's own) in tiles of 64, double-buffered through cp.async (tile t + 1 loads while
+// tile t is used); S = Q K^T and O += P V are mma.sync m16n8k16 (f16 or bf16 operands, f32 accumulation)
+// with operands from ldmatrix; the online softmax runs in f32 on the accumulators (exp2, the scale folded
+// in), and P is rounded to the operand type for P V. Query t sits at position start + t; key j is visible to
+// it when j <= start + t. A warp skips the tiles wholly in its future; blocks of the last queries (the most
+// keys) are scheduled first. GQA as in attention_decode. -D HEAD_DIM (a multiple of 16). Dynamic shared
+// memory: SMEM_BYTES (2 stages of K and V tiles; over 48 KB from HEAD_DIM 96 on, the launcher raises the
+// limit).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
 #endif
-#define QB 32                 // queries per block
-#define KT 64                 // keys per shared-memory tile
-#define KC 16                 // keys per softmax update
-#define DQ (HEAD_DIM / 4)     // dims per thread
+#define BQ 64                   // queries per block (16 per warp)
+#define KT 64                   // keys per tile
+#define N_WARPS (BQ / 16)
+#define LDS (HEAD_DIM + 8)      // padded shared row (halves): 16-byte aligned, ldmatrix rows hit all banks
+#define DK (HEAD_DIM / 16)      // k-steps of Q K^T; pairs of 8-wide d-tiles of P V
+#define NT (KT / 8)             // 8-key n-tiles of S
+#define ND (HEAD_DIM / 8)       // 8-wide d-tiles of O
+#define TILE (KT * LDS)         // one K or V tile in shared memory (halves)
+// stage s: K at smem + 2 s TILE, V at smem + (2 s + 1) TILE; the Q tile goes first into stage 1's K
+#define SMEM_BYTES (4 * TILE * 2)
 
-extern "C" __global__ void __launch_bounds__(QB * 4) attention_prefill(
+#ifdef USE_BF16
+#define MMA_TYPE "bf16"
+#else
+#define MMA_TYPE "f16"
+#endif
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    const int n = pred ? 16 : 0;  // 0 source bytes: the 16 destination bytes are zero-filled
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const dtype *p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const dtype *p) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+
+// c += a (16x16, row) * b (16x8, col), f32 accumulators
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE ".f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack2(float x, float y) {
+    dtype2 v;
+#ifdef USE_BF16
+    v = __floats2bfloat162_rn(x, y);
+#else
+    v = __floats2half2_rn(x, y);
+#endif
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+// Rows r0 .. r0 + 63 of one head's cache (rows at or past `rows` zero-filled) into a [64, LDS] tile.
+__device__ __forceinline__ void load_rows(dtype *dst, const dtype *src, int r0, int rows) {
+    for (int i = threadIdx.x; i < 64 * (HEAD_DIM / 8); i += N_WARPS * 32) {
+        const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
+        const bool ok = r0 + r < rows;
+        cp_async16(dst + r * LDS + c, ok ? src + (size_t)(r0 + r) * HEAD_DIM + c : src, ok);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
     dtype *__restrict__ out,             // [T, n_heads * HEAD_DIM]
     const dtype *__restrict__ q,         // [T, n_heads, HEAD_DIM]
     const dtype *__restrict__ k_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
     const dtype *__restrict__ v_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
     int slot, int start, int T, int n_heads, int n_kv_heads, int max_ctx, float scale) {
-    __shared__ __align__(16) dtype ks[KT * HEAD_DIM];
-    __shared__ __align__(16) dtype vs[KT * HEAD_DIM];
-    const int h = blockIdx.y, q0 = blockIdx.x * QB;
-    const int qi = threadIdx.x >> 2, sub = threadIdx.x & 3;
-    const int t = q0 + qi;
-    const int qpos = start + t;  // this thread's query position (may be past the prompt: then unused)
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    dtype *smem = reinterpret_cast<dtype *>(smem_raw);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, tq = lane & 3;  // accumulator row (and row + 8) and column pair of this lane
+    const int h = blockIdx.x;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;  // heaviest query blocks first
     const int kvh = h / (n_heads / n_kv_heads);
     const size_t base = ((size_t)slot * n_kv_heads + kvh) * max_ctx * HEAD_DIM;
+    const dtype *kb = k_cache + base, *vb = v_cache + base;
     const int kv_len = start + T;
-    const int last_pos = start + min(T, q0 + QB) - 1;  // the block's last query position
+    const int n_tiles = (start + min(T, q0 + BQ) - 1) / KT + 1;  // up to the block's last query position
 
-    float qv[DQ], o[DQ];
-#pragma unroll
-    for (int i = 0; i < DQ; ++i) {
-        qv[i] = t < T ? to_f32(q[((size_t)t * n_heads + h) * HEAD_DIM + sub * DQ + i]) * scale : 0.0f;
-        o[i] = 0.0f;
+    // This lane's two query positions (padding rows past T act as the last query; they are not written)
+    // and the warp's last one (-1: the warp holds no query, it only helps to load).
+    const int w0 = q0 + warp * 16;
+    const int pos0 = start + min(w0 + g, T - 1), pos1 = start + min(w0 + g + 8, T - 1);
+    const int warp_last = w0 < T ? start + min(w0 + 15, T - 1) : -1;
+    const int warp_first = start + w0;
+    const float sl = scale * 1.4426950408889634f;  // scores in log2 units
+
+    // Q tile (rows past T zero) into stage 1's K buffer, tile 0 into stage 0.
+    dtype *qs = smem + 2 * TILE;
+    for (int i = threadIdx.x; i < BQ * (HEAD_DIM / 8); i += N_WARPS * 32) {
+        const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
+        const bool ok = q0 + r < T;
+        cp_async16(qs + r * LDS + c, ok ? q + ((size_t)(q0 + r) * n_heads + h) * HEAD_DIM + c : q, ok);
     }
-    float m = -INFINITY, l = 0.0f;
+    load_rows(smem, kb, 0, kv_len);
+    load_rows(smem + TILE, vb, 0, kv_len);
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    uint32_t qa[DK][4];
+#pragma unroll
+    for (int kk = 0; kk < DK; ++kk)  // A fragments: rows +0/+8 by lane bit 3, k +0/+8 by lane bit 4
+        ldsm_x4(qa[kk],
+                qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + kk * 16 + (lane >> 4) * 8);
+    __syncthreads();  // stage 1 is free for tile 1
 
-    for (int k0 = 0; k0 <= last_pos; k0 += KT) {
-        // Stage KT keys and values (16-byte chunks; rows past kv_len are zero and masked below).
-        for (int i = threadIdx.x; i < KT * HEAD_DIM / 8; i += blockDim.x) {
-            const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
-            uint4 kz = make_uint4(0, 0, 0, 0), vz = kz;
-            if (k0 + r < kv_len) {
-                kz = *reinterpret_cast<const uint4 *>(k_cache + base + (size_t)(k0 + r) * HEAD_DIM + c);
-                vz = *reinterpret_cast<const uint4 *>(v_cache + base + (size_t)(k0 + r) * HEAD_DIM + c);
-            }
-            *reinterpret_cast<uint4 *>(ks + r * HEAD_DIM + c) = kz;
-            *reinterpret_cast<uint4 *>(vs + r * HEAD_DIM + c) = vz;
+    float o[ND][4];
+#pragma unroll
+    for (int j = 0; j < ND; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+    // ldmatrix lane offsets: K (non-transposed, B of Q K^T) and V (transposed, B of P V)
+    const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
+    const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+
+    for (int t = 0; t < n_tiles; ++t) {
+        const int k0 = t * KT;
+        if (t + 1 < n_tiles) {  // tile t + 1 into the other stage (free since the barrier ending t - 1)
+            dtype *next = smem + ((t + 1) & 1) * 2 * TILE;
+            load_rows(next, kb, k0 + KT, kv_len);
+            load_rows(next + TILE, vb, k0 + KT, kv_len);
+            asm volatile("cp.async.commit_group;\n" ::);
+            asm volatile("cp.async.wait_group 1;\n" ::);  // tile t is in
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
         }
         __syncthreads();
-        for (int c0 = 0; c0 < KT && k0 + c0 <= last_pos; c0 += KC) {
-            float s[KC];
-            float cmax = -INFINITY;
+        const dtype *ks = smem + (t & 1) * 2 * TILE, *vs = ks + TILE;
+        if (k0 <= warp_last) {  // else every key of the tile is in the future of this warp's queries
+            float s[NT][4];
 #pragma unroll
-            for (int j = 0; j < KC; ++j) {
-                const dtype *kr = ks + (c0 + j) * HEAD_DIM + sub * DQ;
-                float acc = 0.0f;
+            for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-                for (int i = 0; i < DQ; i += 2) {
-                    const float2 kf = to_f32x2(*reinterpret_cast<const dtype2 *>(kr + i));
-                    acc = fmaf(qv[i], kf.x, fmaf(qv[i + 1], kf.y, acc));
-                }
-                acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-                acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-                s[j] = (k0 + c0 + j <= qpos) ? acc : -INFINITY;
-                cmax = fmaxf(cmax, s[j]);
-            }
-            if (cmax == -INFINITY) continue;  // every key of this chunk is in this query's future
-            const float m_new = fmaxf(m, cmax);
-            const float corr = __expf(m - m_new);  // 0 while m is still -inf
-            l *= corr;
+            for (int kk = 0; kk < DK; ++kk) {
 #pragma unroll
-            for (int i = 0; i < DQ; ++i) o[i] *= corr;
-#pragma unroll
-            for (int j = 0; j < KC; ++j) {
-                const float p = __expf(s[j] - m_new);
-                l += p;
-                const dtype *vr = vs + (c0 + j) * HEAD_DIM + sub * DQ;
-#pragma unroll
-                for (int i = 0; i < DQ; i += 2) {
-                    const float2 vf = to_f32x2(*reinterpret_cast<const dtype2 *>(vr + i));
-                    o[i] = fmaf(p, vf.x, o[i]);
-                    o[i + 1] = fmaf(p, vf.y, o[i + 1]);
+                for (int np = 0; np < NT / 2; ++np) {
+                    uint32_t b[4];
+                    ldsm_x4(b, ks + (np * 16 + k_row) * LDS + kk * 16 + k_col);
+                    mma16816(s[2 * np], qa[kk], b[0], b[1]);
+                    mma16816(s[2 * np + 1], qa[kk], b[2], b[3]);
                 }
             }
-            m = m_new;
+            if (k0 + KT - 1 > warp_first) {  // the tile reaches past some query of this warp: mask
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    const int key = k0 + n * 8 + tq * 2;
+                    if (key > pos0) s[n][0] = -INFINITY;
+                    if (key + 1 > pos0) s[n][1] = -INFINITY;
+                    if (key > pos1) s[n][2] = -INFINITY;
+                    if (key + 1 > pos1) s[n][3] = -INFINITY;
+                }
+            }
+            float mx0 = m0, mx1 = m1;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            // tile 0 holds key 0, visible to every query: the maxima are finite from the first tile on
+            const float c0 = exp2f((m0 - mx0) * sl), c1 = exp2f((m1 - mx1) * sl);  // 0 while m is -inf
+            m0 = mx0;
+            m1 = mx1;
+            const float b0 = mx0 * sl, b1 = mx1 * sl;
+            l0 *= c0;
+            l1 *= c1;
+#pragma unroll
+            for (int j = 0; j < ND; ++j) {
+                o[j][0] *= c0;
+                o[j][1] *= c0;
+                o[j][2] *= c1;
+                o[j][3] *= c1;
+            }
+            uint32_t pa[KT / 16][4];
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                const float p0 = exp2f(fmaf(s[n][0], sl, -b0)), p1 = exp2f(fmaf(s[n][1], sl, -b0));
+                const float p2 = exp2f(fmaf(s[n][2], sl, -b1)), p3 = exp2f(fmaf(s[n][3], sl, -b1));
+                l0 += p0 + p1;
+                l1 += p2 + p3;
+                // A fragment of P for keys 16 (n / 2) ..: n even -> a0 (row g), a1 (row g + 8); odd -> a2, a3
+                pa[n >> 1][(n & 1) * 2] = pack2(p0, p1);
+                pa[n >> 1][(n & 1) * 2 + 1] = pack2(p2, p3);
+            }
+#pragma unroll
+            for (int kj = 0; kj < KT / 16; ++kj) {
+#pragma unroll
+                for (int dp = 0; dp < DK; ++dp) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vs + (kj * 16 + v_row) * LDS + dp * 16 + v_col);
+                    mma16816(o[2 * dp], pa[kj], b[0], b[1]);
+                    mma16816(o[2 * dp + 1], pa[kj], b[2], b[3]);
+                }
+            }
         }
-        __syncthreads();
+        __syncthreads();  // every warp is done with this stage before tile t + 2 overwrites it
     }
-    if (t < T) {
-        dtype *dst = out + ((size_t)t * n_heads + h) * HEAD_DIM + sub * DQ;
-        const float inv = 1.0f / l;
+
+    if (warp_last < 0) return;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    const int r0 = w0 + g, r1 = w0 + g + 8;
 #pragma unroll
-        for (int i = 0; i < DQ; ++i) dst[i] = from_f32(o[i] * inv);
+    for (int j = 0; j < ND; ++j) {
+        const int c = h * HEAD_DIM + j * 8 + tq * 2;
+        if (r0 < T) *reinterpret_cast<uint32_t *>(out + (size_t)r0 * n_heads * HEAD_DIM + c) =
+            pack2(o[j][0] * i0, o[j][1] * i0);
+        if (r1 < T) *reinterpret_cast<uint32_t *>(out + (size_t)r1 * n_heads * HEAD_DIM + c) =
+            pack2(o[j][2] * i1, o[j][3] * i1);
     }
 }

@@ -1,14 +1,23 @@
-"""attention_prefill.cu: causal attention of one sequence's new tokens over its KV cache."""
+"""attention_prefill.cu: causal attention of one sequence's new tokens over its KV cache (tensor cores)."""
 
 from __future__ import annotations
 
 import math
+import weakref
 
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
 
-_QUERIES_PER_BLOCK = 32
+_QUERIES_PER_BLOCK = 64  # 4 warps of 16 query rows (attention_prefill.cu BQ)
+_KEYS_PER_TILE = 64  # attention_prefill.cu KT
+_smem_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runtime -> head dims, limit raised
+
+
+def smem_bytes(head_dim: int) -> int:
+    """Dynamic shared memory of one block (attention_prefill.cu SMEM_BYTES): 2 stages of a K and a V tile,
+    rows padded by 8 halves."""
+    return 4 * _KEYS_PER_TILE * (head_dim + 8) * 2
 
 
 def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: int) -> None:
@@ -16,8 +25,8 @@ def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: i
     `slot`, whose keys and values 0..start+T-1 are already in the caches [n_slots, n_kv, max_ctx, hd]."""
     t, n_heads, head_dim = q.shape
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
-    if head_dim % 8:
-        raise InvalidInput(f"head_dim {head_dim} is not a multiple of 8")
+    if head_dim % 16:
+        raise InvalidInput(f"head_dim {head_dim} is not a multiple of 16")
     if n_heads % n_kv_heads:
         raise InvalidInput(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
     if not 0 <= slot < n_slots or start < 0 or start + t > max_ctx:
@@ -28,6 +37,16 @@ def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: i
     check(k_cache, "k_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
     check(v_cache, "v_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
     fn = rt.kernel("attention_prefill", "PPPPiiiiiif", HEAD_DIM=head_dim)
-    rt.launch(fn, (blocks(t, _QUERIES_PER_BLOCK), n_heads, 1), (4 * _QUERIES_PER_BLOCK, 1, 1), ptr(out),
+    if t == 0:
+        return
+    smem = smem_bytes(head_dim)
+    done = _smem_set.setdefault(rt, set())
+    if head_dim not in done:  # over 48 KB from head_dim 96 on: the block's limit must be raised
+        import pycuda.driver as cuda
+
+        fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
+        done.add(head_dim)
+    # grid (head, query block): the kernel takes the query blocks from the last (most keys) down
+    rt.launch(fn, (n_heads, blocks(t, _QUERIES_PER_BLOCK), 1), (2 * _QUERIES_PER_BLOCK, 1, 1), ptr(out),
               ptr(q), ptr(k_cache), ptr(v_cache), slot, start, t, n_heads, n_kv_heads, max_ctx,
-              float(1.0 / math.sqrt(head_dim)))
+              float(1.0 / math.sqrt(head_dim)), shared=smem)

@@ -191,8 +191,11 @@ def test_attention_decode(rt, rng, head_dim, n_heads, n_kv):
         assert rel_err(got[i], want) <= 1e-2, f"row {i} (pos {pos[i]})"
 
 
-@pytest.mark.parametrize(("t", "start"), [(1, 0), (77, 0), (45, 50), (300, 7)])
-@pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 6, 2), (96, 4, 4), (128, 4, 1)])
+# odd lengths (partial 64-query blocks and 64-key tiles), a cached prefix (a later chunk of a long prompt:
+# start > 0, tiles wholly before the chunk unmasked), GQA ratios 3, 1, 4 and 7 (Qwen2.5's 14 / 2)
+@pytest.mark.parametrize(("t", "start"), [(1, 0), (7, 0), (65, 0), (77, 0), (45, 50), (300, 7), (130, 200),
+                                          (1, 333)])
+@pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 6, 2), (96, 4, 4), (128, 4, 1), (64, 14, 2)])
 def test_attention_prefill(rt, rng, t, start, head_dim, n_heads, n_kv):
     from gpu.ops.attention_prefill import attention_prefill
 
