@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--old-rev", default=OLD_REV)
     parser.add_argument("--dtype", default="f16", choices=("f16", "bf16"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-torch", action="store_true", help="skip the SDPA reference")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_only:
@@ -219,6 +220,8 @@ def main() -> None:
     rows = run_kernels(args)
     torch_ms = {}
     try:
+        if args.no_torch:
+            raise RuntimeError("--no-torch")
         proc = subprocess.run([sys.executable, __file__, "--torch-only", "--dtype", args.dtype],
                               capture_output=True, text=True, timeout=180)
         for r in json.loads(proc.stdout.strip().splitlines()[-1]):

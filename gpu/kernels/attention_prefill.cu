@@ -1,13 +1,15 @@
-// Causal attention for a prompt on tensor cores (flash-attention 2): one block per (64 queries, head), 4
-// warps of 16 query rows each. Keys and values of positions 0 .. start + T - 1 come from the KV cache
-// (rope_kv wrote the prompt's own) in tiles of 64, double-buffered through cp.async (tile t + 1 loads while
-// tile t is used); S = Q K^T and O += P V are mma.sync m16n8k16 (f16 or bf16 operands, f32 accumulation)
-// with operands from ldmatrix; the online softmax runs in f32 on the accumulators (exp2, the scale folded
-// in), and P is rounded to the operand type for P V. Query t sits at position start + t; key j is visible to
-// it when j <= start + t. A warp skips the tiles wholly in its future; blocks of the last queries (the most
-// keys) are scheduled first. GQA as in attention_decode. -D HEAD_DIM (a multiple of 16). Dynamic shared
-// memory: SMEM_BYTES (2 stages of K and V tiles; over 48 KB from HEAD_DIM 96 on, the launcher raises the
-// limit).
+// Causal attention for a prompt on tensor cores (flash-attention 2): one block per (64 queries, head), two
+// groups of 4 warps, each warp 16 query rows; group 0 takes the key tiles 0, 2, 4, .. and group 1 the tiles
+// 1, 3, 5, .. (the critical path of the last query block, which sees the most keys, is halved), and group 1's
+// partial softmax state is merged into group 0's at the end in shared memory (fixed order: deterministic).
+// Keys and values of positions 0 .. start + T - 1 come from the KV cache (rope_kv wrote the prompt's own) in
+// tiles of 64, double-buffered per group through cp.async (a group's next tile loads while it uses this
+// one); S = Q K^T and O += P V are mma.sync m16n8k16 (f16 or bf16 operands, f32 accumulation) with operands
+// from ldmatrix; the online softmax runs in f32 on the accumulators (exp2, the scale folded in), and P is
+// rounded to the operand type for P V. Query t sits at position start + t; key j is visible to it when
+// j <= start + t. A warp skips the tiles wholly in its future; blocks of the last queries (the most keys) are
+// scheduled first. GQA as in attention_decode. -D HEAD_DIM (a multiple of 16). Dynamic shared memory:
+// SMEM_BYTES (per group 2 stages of a K and a V tile; the launcher raises the block's limit).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -15,14 +17,17 @@
 #endif
 #define BQ 64                   // queries per block (16 per warp)
 #define KT 64                   // keys per tile
-#define N_WARPS (BQ / 16)
+#define N_WARPS (BQ / 16)       // warps of one group
+#define G_THREADS (N_WARPS * 32)
+#define N_THREADS (2 * G_THREADS)
 #define LDS (HEAD_DIM + 8)      // padded shared row (halves): 16-byte aligned, ldmatrix rows hit all banks
 #define DK (HEAD_DIM / 16)      // k-steps of Q K^T; pairs of 8-wide d-tiles of P V
 #define NT (KT / 8)             // 8-key n-tiles of S
 #define ND (HEAD_DIM / 8)       // 8-wide d-tiles of O
 #define TILE (KT * LDS)         // one K or V tile in shared memory (halves)
-// stage s: K at smem + 2 s TILE, V at smem + (2 s + 1) TILE; the Q tile goes first into stage 1's K
-#define SMEM_BYTES (4 * TILE * 2)
+#define STAGE (2 * TILE)        // K then V
+// group g's stage s at smem + (2 g + s) STAGE; the Q tile goes first into group 0's stage 1
+#define SMEM_BYTES (4 * STAGE * 2)
 
 #ifdef USE_BF16
 #define MMA_TYPE "bf16"
@@ -66,16 +71,25 @@ __device__ __forceinline__ uint32_t pack2(float x, float y) {
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-// Rows r0 .. r0 + 63 of one head's cache (rows at or past `rows` zero-filled) into a [64, LDS] tile.
-__device__ __forceinline__ void load_rows(dtype *dst, const dtype *src, int r0, int rows) {
-    for (int i = threadIdx.x; i < 64 * (HEAD_DIM / 8); i += N_WARPS * 32) {
+// Rows r0 .. r0 + 63 of one head's cache (rows at or past `rows` zero-filled) into a [64, LDS] tile, by the
+// G_THREADS threads of one group (tid: the thread's index in its group).
+__device__ __forceinline__ void load_rows(dtype *dst, const dtype *src, int r0, int rows, int tid) {
+    for (int i = tid; i < 64 * (HEAD_DIM / 8); i += G_THREADS) {
         const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
         const bool ok = r0 + r < rows;
         cp_async16(dst + r * LDS + c, ok ? src + (size_t)(r0 + r) * HEAD_DIM + c : src, ok);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
+// Barrier of one group's G_THREADS threads (ids 1, 2; __syncthreads is 0).
+__device__ __forceinline__ void group_sync(int grp) {
+    if (grp == 0)
+        asm volatile("bar.sync 1, %0;\n" ::"n"(G_THREADS) : "memory");
+    else
+        asm volatile("bar.sync 2, %0;\n" ::"n"(G_THREADS) : "memory");
+}
+
+extern "C" __global__ void __launch_bounds__(N_THREADS, 1) attention_prefill(
     dtype *__restrict__ out,             // [T, n_heads * HEAD_DIM]
     const dtype *__restrict__ q,         // [T, n_heads, HEAD_DIM]
     const dtype *__restrict__ k_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
@@ -83,7 +97,8 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
     int slot, int start, int T, int n_heads, int n_kv_heads, int max_ctx, float scale) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     dtype *smem = reinterpret_cast<dtype *>(smem_raw);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int grp = threadIdx.x / G_THREADS, tid = threadIdx.x % G_THREADS;
+    const int warp = tid >> 5, lane = threadIdx.x & 31;  // warp: its 16 query rows in the block
     const int g = lane >> 2, tq = lane & 3;  // accumulator row (and row + 8) and column pair of this lane
     const int h = blockIdx.x;
     const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;  // heaviest query blocks first
@@ -101,15 +116,19 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
     const int warp_first = start + w0;
     const float sl = scale * 1.4426950408889634f;  // scores in log2 units
 
-    // Q tile (rows past T zero) into stage 1's K buffer, tile 0 into stage 0.
-    dtype *qs = smem + 2 * TILE;
-    for (int i = threadIdx.x; i < BQ * (HEAD_DIM / 8); i += N_WARPS * 32) {
+    // Q tile (rows past T zero) into group 0's stage 1, each group's first tile (grp) into its stage 0.
+    dtype *gbuf = smem + grp * 2 * STAGE;
+    dtype *qs = smem + STAGE;
+    for (int i = threadIdx.x; i < BQ * (HEAD_DIM / 8); i += N_THREADS) {
         const int r = i / (HEAD_DIM / 8), c = (i % (HEAD_DIM / 8)) * 8;
         const bool ok = q0 + r < T;
         cp_async16(qs + r * LDS + c, ok ? q + ((size_t)(q0 + r) * n_heads + h) * HEAD_DIM + c : q, ok);
     }
-    load_rows(smem, kb, 0, kv_len);
-    load_rows(smem + TILE, vb, 0, kv_len);
+    const int n_mine = (n_tiles - grp + 1) / 2;  // tiles grp, grp + 2, ..
+    if (n_mine > 0) {
+        load_rows(gbuf, kb, grp * KT, kv_len, tid);
+        load_rows(gbuf + TILE, vb, grp * KT, kv_len, tid);
+    }
     asm volatile("cp.async.commit_group;\n" ::);
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads();
@@ -118,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
     for (int kk = 0; kk < DK; ++kk)  // A fragments: rows +0/+8 by lane bit 3, k +0/+8 by lane bit 4
         ldsm_x4(qa[kk],
                 qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + kk * 16 + (lane >> 4) * 8);
-    __syncthreads();  // stage 1 is free for tile 1
+    __syncthreads();  // group 0's stage 1 is free for its second tile
 
     float o[ND][4];
 #pragma unroll
@@ -129,19 +148,19 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
     const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
     const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
 
-    for (int t = 0; t < n_tiles; ++t) {
-        const int k0 = t * KT;
-        if (t + 1 < n_tiles) {  // tile t + 1 into the other stage (free since the barrier ending t - 1)
-            dtype *next = smem + ((t + 1) & 1) * 2 * TILE;
-            load_rows(next, kb, k0 + KT, kv_len);
-            load_rows(next + TILE, vb, k0 + KT, kv_len);
+    for (int i = 0; i < n_mine; ++i) {
+        const int k0 = (grp + 2 * i) * KT;
+        if (i + 1 < n_mine) {  // the group's next tile into its other stage (free since the end of i - 1)
+            dtype *next = gbuf + ((i + 1) & 1) * STAGE;
+            load_rows(next, kb, k0 + 2 * KT, kv_len, tid);
+            load_rows(next + TILE, vb, k0 + 2 * KT, kv_len, tid);
             asm volatile("cp.async.commit_group;\n" ::);
-            asm volatile("cp.async.wait_group 1;\n" ::);  // tile t is in
+            asm volatile("cp.async.wait_group 1;\n" ::);  // tile i is in
         } else {
             asm volatile("cp.async.wait_group 0;\n" ::);
         }
-        __syncthreads();
-        const dtype *ks = smem + (t & 1) * 2 * TILE, *vs = ks + TILE;
+        group_sync(grp);
+        const dtype *ks = gbuf + (i & 1) * STAGE, *vs = ks + TILE;
         if (k0 <= warp_last) {  // else every key of the tile is in the future of this warp's queries
             float s[NT][4];
 #pragma unroll
@@ -176,11 +195,13 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            // tile 0 holds key 0, visible to every query: the maxima are finite from the first tile on
-            const float c0 = exp2f((m0 - mx0) * sl), c1 = exp2f((m1 - mx1) * sl);  // 0 while m is -inf
+            // a row may have seen no key yet (group 1, or a tile past its position): max -inf, then 0 is used
+            // as the reference, so that p = exp2(-inf) = 0 and the correction of the old -inf max is 0
+            const float u0 = mx0 == -INFINITY ? 0.0f : mx0, u1 = mx1 == -INFINITY ? 0.0f : mx1;
+            const float c0 = exp2f((m0 - u0) * sl), c1 = exp2f((m1 - u1) * sl);  // 0 while m is -inf
             m0 = mx0;
             m1 = mx1;
-            const float b0 = mx0 * sl, b1 = mx1 * sl;
+            const float b0 = u0 * sl, b1 = u1 * sl;
             l0 *= c0;
             l1 *= c1;
 #pragma unroll
@@ -212,10 +233,40 @@ extern "C" __global__ void __launch_bounds__(N_WARPS * 32) attention_prefill(
                 }
             }
         }
-        __syncthreads();  // every warp is done with this stage before tile t + 2 overwrites it
+        group_sync(grp);  // every warp of the group is done with this stage before its tile i + 2 lands
     }
 
-    if (warp_last < 0) return;
+    // Merge: group 1 leaves (m, l, o) of each of its lanes in shared memory (thread-major columns: no bank
+    // conflicts), group 0's same lane folds them into its own. Group 0 saw tile 0, so its maxima are finite.
+    float *xch = reinterpret_cast<float *>(smem_raw);  // [4 * ND + 4][G_THREADS]
+    __syncthreads();  // both groups are done with their tiles
+    if (grp == 1) {
+#pragma unroll
+        for (int j = 0; j < ND; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) xch[(4 * j + e) * G_THREADS + tid] = o[j][e];
+        xch[(4 * ND + 0) * G_THREADS + tid] = m0;
+        xch[(4 * ND + 1) * G_THREADS + tid] = m1;
+        xch[(4 * ND + 2) * G_THREADS + tid] = l0;
+        xch[(4 * ND + 3) * G_THREADS + tid] = l1;
+    }
+    __syncthreads();
+    if (grp == 1 || warp_last < 0) return;
+    {
+        const float n0 = xch[(4 * ND + 0) * G_THREADS + tid], n1 = xch[(4 * ND + 1) * G_THREADS + tid];
+        const float mm0 = fmaxf(m0, n0), mm1 = fmaxf(m1, n1);
+        const float a0 = exp2f((m0 - mm0) * sl), a1 = exp2f((m1 - mm1) * sl);
+        const float e0 = exp2f((n0 - mm0) * sl), e1 = exp2f((n1 - mm1) * sl);  // 0 if group 1 saw no key
+        l0 = l0 * a0 + xch[(4 * ND + 2) * G_THREADS + tid] * e0;
+        l1 = l1 * a1 + xch[(4 * ND + 3) * G_THREADS + tid] * e1;
+#pragma unroll
+        for (int j = 0; j < ND; ++j) {
+            o[j][0] = o[j][0] * a0 + xch[(4 * j + 0) * G_THREADS + tid] * e0;
+            o[j][1] = o[j][1] * a0 + xch[(4 * j + 1) * G_THREADS + tid] * e0;
+            o[j][2] = o[j][2] * a1 + xch[(4 * j + 2) * G_THREADS + tid] * e1;
+            o[j][3] = o[j][3] * a1 + xch[(4 * j + 3) * G_THREADS + tid] * e1;
+        }
+    }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);

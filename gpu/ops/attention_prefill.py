@@ -9,15 +9,16 @@ from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
 
-_QUERIES_PER_BLOCK = 64  # 4 warps of 16 query rows (attention_prefill.cu BQ)
+_QUERIES_PER_BLOCK = 64  # 4 warps of 16 query rows (attention_prefill.cu BQ), twice: 2 groups split the keys
+_THREADS = 256  # attention_prefill.cu N_THREADS
 _KEYS_PER_TILE = 64  # attention_prefill.cu KT
 _smem_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runtime -> head dims, limit raised
 
 
 def smem_bytes(head_dim: int) -> int:
-    """Dynamic shared memory of one block (attention_prefill.cu SMEM_BYTES): 2 stages of a K and a V tile,
-    rows padded by 8 halves."""
-    return 4 * _KEYS_PER_TILE * (head_dim + 8) * 2
+    """Dynamic shared memory of one block (attention_prefill.cu SMEM_BYTES): per group of warps 2 stages of a
+    K and a V tile, rows padded by 8 halves."""
+    return 8 * _KEYS_PER_TILE * (head_dim + 8) * 2
 
 
 def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: int) -> None:
@@ -41,12 +42,12 @@ def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: i
         return
     smem = smem_bytes(head_dim)
     done = _smem_set.setdefault(rt, set())
-    if head_dim not in done:  # over 48 KB from head_dim 96 on: the block's limit must be raised
+    if head_dim not in done:  # over 48 KB: the block's limit must be raised
         import pycuda.driver as cuda
 
         fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, smem)
         done.add(head_dim)
     # grid (head, query block): the kernel takes the query blocks from the last (most keys) down
-    rt.launch(fn, (n_heads, blocks(t, _QUERIES_PER_BLOCK), 1), (2 * _QUERIES_PER_BLOCK, 1, 1), ptr(out),
+    rt.launch(fn, (n_heads, blocks(t, _QUERIES_PER_BLOCK), 1), (_THREADS, 1, 1), ptr(out),
               ptr(q), ptr(k_cache), ptr(v_cache), slot, start, t, n_heads, n_kv_heads, max_ctx,
               float(1.0 / math.sqrt(head_dim)), shared=smem)
