@@ -158,7 +158,7 @@ def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: in
     threads = (cfg.threads, 1, 1)
     for r0 in range(0, m, ROW_CAP):
         rows = min(ROW_CAP, m - r0)
-        ys, as_ = y[r0 : r0 + rows], a[r0 : r0 + rows]
+        ys, as_ = (y, a) if rows == m else (y[r0 : r0 + rows], a[r0 : r0 + rows])  # (a view costs host time)
         grid = (blocks(n, cfg.bn), blocks(rows, cfg.bm), splits)
         if fused:
             count = counters(rt, grid[0] * grid[1])
