@@ -3,8 +3,9 @@
 `CudaEngine.load(path)` refuses before loading when the weights, KV cache and scratch would not fit
 ("needs X GiB, Y GiB free"), dequantises the weights to f16 (or bf16) device buffers, and logs the load
 time and bytes per parameter. Prefill packs runs of short prompts into one pass each and runs longer
-ones alone in chunks of `PREFILL_CHUNK` tokens (`gpu.prefill_plan`); decode runs the whole batch in one
-step, padded to a bucket size whose CUDA graph is captured on first use. `prefill_mixed` picks each
+ones alone in chunks of `PREFILL_CHUNK` tokens (`gpu.prefill_plan`), both padded to a row bucket whose
+CUDA graph is captured on first use; decode runs the whole batch in one step, padded to a bucket size
+whose CUDA graph is captured on first use. `prefill_mixed` picks each
 prompt's first token on the GPU as `decode_mixed` does for later ones. KV slot `max_batch` is a scratch
 slot that the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens on the
 GPU (only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler). After
@@ -251,15 +252,15 @@ class CudaEngine(Engine):
         return host.copy()
 
     def warm_up(self) -> float:
-        """Load the prefill kernels (alone: the gemv and gemm paths) and capture the graphs of every packed
-        prefill row bucket and decode batch bucket, all on the scratch slot (no sequence's cache is
-        touched)."""
+        """Capture the graphs of every prefill row bucket (lone-prompt chunks and packed passes) and decode
+        batch bucket, all on the scratch slot (no sequence's cache is touched)."""
         t0 = time.perf_counter()
         scratch = self.scratch_slot
         with self.rt.activate(), _engine_errors("warm-up", [scratch]):
-            for n in sorted({min(8, self.max_context), min(PREFILL_CHUNK, self.max_context)}):
-                for _ in self._chunks(scratch, np.zeros(n, np.int64), 0):
-                    pass
+            for rows in pack_buckets(self.forward.rows):  # lone-prompt chunks of every bucket that fits
+                if rows <= self.max_context:
+                    for _ in self._chunks(scratch, np.zeros(rows, np.int64), 0):
+                        pass
             for bucket in pack_buckets(self.forward.rows):
                 inputs = self._host_inputs()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
@@ -274,7 +275,7 @@ class CudaEngine(Engine):
                     self._capture(bucket, partial(self.forward.decode, bucket))
             self.rt.synchronize()
         seconds = time.perf_counter() - t0
-        logger.info("warm-up: graphs for packed prefill of %s rows and decode of batch %s captured in %.2f s",
+        logger.info("warm-up: graphs for prefill of %s rows and decode of batch %s captured in %.2f s",
                     ",".join(map(str, pack_buckets(self.forward.rows))), ",".join(map(str, self.buckets)),
                     seconds)
         return seconds
@@ -327,15 +328,33 @@ class CudaEngine(Engine):
 
     def _chunks(self, slot: int, tokens: np.ndarray, start: int):
         """Prefill one prompt alone in chunks of PREFILL_CHUNK (context on): yields each chunk's token
-        count once its forward is queued (its rows in forward.x until the next chunk)."""
+        count once its forward is queued (its rows in forward.x until the next chunk). A chunk is padded
+        to its row bucket with rows that continue the sequence (token 0 at the next positions, which
+        later tokens overwrite before anything reads them) and replayed as that bucket's CUDA graph,
+        unless the padding would pass the end of the slot's context."""
         for c in range(0, len(tokens), PREFILL_CHUNK):
             chunk = tokens[c : c + PREFILL_CHUNK]
-            n = len(chunk)
+            n, first = len(chunk), start + c
+            bucket = pack_bucket(n, self.forward.rows)
+            if first + bucket > self.max_context:
+                bucket = n
             inputs = self._host_inputs()
-            inputs[0, :n], inputs[1, :n], inputs[2, :n] = chunk, np.arange(start + c, start + c + n), slot
+            inputs[0, :bucket] = 0
+            inputs[0, :n] = chunk
+            inputs[1, :bucket] = np.arange(first, first + bucket)
+            inputs[2, :bucket] = slot
             self._send_inputs()
-            self.forward.prefill(n, slot, start + c)
+            self._run_chunk(bucket)
             yield n
+
+    def _run_chunk(self, rows: int) -> None:
+        key = ("chunk", rows)
+        if self.graphs is not None and key in self.graphs:
+            self.graphs.launch(key)
+            return
+        self.forward.prefill(rows)  # the first chunk of a bucket also loads its kernels
+        if self.graphs is not None and rows in pack_buckets(self.forward.rows):
+            self._capture(key, partial(self.forward.prefill, rows), f"prefill chunk of {rows} rows")
 
     def close(self) -> None:
         """Free the engine's device memory and destroy its context; call from the thread that drives it

@@ -98,11 +98,12 @@ class CudaForward:
         self._body(n, attend, packed=False)
         self._head(self.x[:n], self.h[:n], self.logits[:n])
 
-    def prefill(self, n: int, slot: int, start: int) -> None:
-        """n tokens of one sequence at positions start.. (inputs set), causal tiled attention."""
+    def prefill(self, n: int) -> None:
+        """n tokens of one sequence (inputs set: the slot in every row, positions start..start+n-1), causal
+        tiled attention; reads only device inputs, so graph-capturable per n."""
 
         def attend(i, q, att):
-            attention_prefill(self.rt, att, q, self.k_cache[i], self.v_cache[i], slot, start)
+            attention_prefill(self.rt, att, q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n])
 
         self._body(n, attend, packed=False)
 

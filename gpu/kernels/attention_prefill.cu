@@ -94,8 +94,11 @@ extern "C" __global__ void __launch_bounds__(N_THREADS, 1) attention_prefill(
     const dtype *__restrict__ q,         // [T, n_heads, HEAD_DIM]
     const dtype *__restrict__ k_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
     const dtype *__restrict__ v_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
-    int slot, int start, int T, int n_heads, int n_kv_heads, int max_ctx, float scale) {
+    const int *__restrict__ slots,       // [T]: slots[0] is the sequence's slot
+    const int *__restrict__ pos,         // [T]: pos[0] is the first query's position (start)
+    int T, int n_heads, int n_kv_heads, int max_ctx, float scale) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
+    const int slot = slots[0], start = pos[0];  // from device memory: one CUDA graph serves every chunk
     dtype *smem = reinterpret_cast<dtype *>(smem_raw);
     const int grp = threadIdx.x / G_THREADS, tid = threadIdx.x % G_THREADS;
     const int warp = tid >> 5, lane = threadIdx.x & 31;  // warp: its 16 query rows in the block

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import weakref
 
+import numpy as np
+
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
@@ -21,23 +23,26 @@ def smem_bytes(head_dim: int) -> int:
     return 8 * _KEYS_PER_TILE * (head_dim + 8) * 2
 
 
-def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: int) -> None:
-    """out [T, n_heads * hd] operand for queries q [T, n_heads, hd] at positions start..start+T-1 of
-    `slot`, whose keys and values 0..start+T-1 are already in the caches [n_slots, n_kv, max_ctx, hd]."""
+def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slots, pos) -> None:
+    """out [T, n_heads * hd] operand for queries q [T, n_heads, hd] at positions pos[0]..pos[0]+T-1 of slot
+    slots[0], whose keys and values 0..pos[0]+T-1 are already in the caches [n_slots, n_kv, max_ctx, hd].
+    slots, pos [T] int32 on the device (the kernel reads their first entries, so a captured graph serves
+    every chunk of its size); the caller keeps pos[0] + T <= max_ctx and slots[0] < n_slots."""
     t, n_heads, head_dim = q.shape
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
     if head_dim % 16:
         raise InvalidInput(f"head_dim {head_dim} is not a multiple of 16")
     if n_heads % n_kv_heads:
         raise InvalidInput(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
-    if not 0 <= slot < n_slots or start < 0 or start + t > max_ctx:
-        raise InvalidInput(f"slot {slot}, positions {start}..{start + t - 1} outside the cache "
-                           f"({n_slots} slots x {max_ctx})")
+    if t > max_ctx:
+        raise InvalidInput(f"{t} queries exceed the cache's {max_ctx} positions")
     check(q, "q", rt.operand, (t, n_heads, head_dim))
     check(out, "out", rt.operand, (t, n_heads * head_dim))
     check(k_cache, "k_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
     check(v_cache, "v_cache", rt.operand, (n_slots, n_kv_heads, max_ctx, head_dim))
-    fn = rt.kernel("attention_prefill", "PPPPiiiiiif", HEAD_DIM=head_dim)
+    check(slots, "slots", np.int32, (t,))
+    check(pos, "pos", np.int32, (t,))
+    fn = rt.kernel("attention_prefill", "PPPPPPiiiif", HEAD_DIM=head_dim)
     if t == 0:
         return
     smem = smem_bytes(head_dim)
@@ -49,5 +54,5 @@ def attention_prefill(rt: Runtime, out, q, k_cache, v_cache, slot: int, start: i
         done.add(head_dim)
     # grid (head, query block): the kernel takes the query blocks from the last (most keys) down
     rt.launch(fn, (n_heads, blocks(t, _QUERIES_PER_BLOCK), 1), (_THREADS, 1, 1), ptr(out),
-              ptr(q), ptr(k_cache), ptr(v_cache), slot, start, t, n_heads, n_kv_heads, max_ctx,
+              ptr(q), ptr(k_cache), ptr(v_cache), ptr(slots), ptr(pos), t, n_heads, n_kv_heads, max_ctx,
               float(1.0 / math.sqrt(head_dim)), shared=smem)

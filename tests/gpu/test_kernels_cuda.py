@@ -203,7 +203,7 @@ def test_attention_prefill(rt, rng, t, start, head_dim, n_heads, n_kv):
     kc, k_f, vc, v_f = _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim)
     q, q_f = operand(rt, rng.standard_normal((t, n_heads, head_dim)).astype(np.float32))
     out = empty(rt, (t, n_heads * head_dim))
-    attention_prefill(rt, out, q, kc, vc, slot, start)
+    attention_prefill(rt, out, q, kc, vc, ints(rt, [slot] * t), ints(rt, start + np.arange(t)))
     end = start + t
     want = ref.attention_prefill(q_f, k_f[slot, :, :end], v_f[slot, :, :end], start)
     assert rel_err(get(rt, out), want) <= 1e-2

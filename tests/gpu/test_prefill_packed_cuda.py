@@ -109,6 +109,26 @@ def test_packed_graph_replay_equals_eager_passes(qwen_path, rng):
         graphs.close()
 
 
+def test_lone_prompt_padding_changes_no_logit(qwen_path, rng):
+    """A 300-token prompt runs alone, padded to the 320-row chunk graph, except where 320 rows would pass
+    the context (max_context 300): the two give bit-identical logits."""
+    from gpu.cuda_engine import CudaEngine
+
+    prompts = [rng.integers(0, VOCAB, 300).tolist()]
+    exact = CudaEngine.load(qwen_path, max_batch=1, max_context=300)
+    try:
+        want = _prefill(exact, prompts)
+    finally:
+        exact.close()
+    padded = CudaEngine.load(qwen_path, max_batch=1, max_context=1024)
+    try:
+        padded.warm_up()
+        assert ("chunk", 320) in padded.graphs
+        assert np.array_equal(_prefill(padded, prompts), want)
+    finally:
+        padded.close()
+
+
 def test_packed_and_alone_match_reference(qwen_path, rng):
     from gpu.cuda_engine import CudaEngine
     from gpu.numpy_engine import NumpyEngine

@@ -46,6 +46,7 @@ def test_warm_up_captures_every_bucket_and_changes_no_result(path):
         assert all(bucket in warm.graphs for bucket in warm.buckets)
         assert all(("prefill", rows) in warm.graphs for rows in (8, 16, 32, 48, 64, 96, 128, 192, 256, 320,
                                                                   384, 448, 512))
+        assert ("chunk", 256) in warm.graphs and ("chunk", 320) not in warm.graphs  # chunks fit the context
         assert warm.slots.in_use() == 0  # warm-up ran on the scratch slot only
         assert greedy(warm, prompts, 12) == expected
         assert greedy(warm, prompts[:1], 12) == expected[:1]
