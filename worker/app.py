@@ -6,14 +6,20 @@ redelivered after `visibility_timeout`; `worker_prefetch_multiplier=1` keeps a w
 jobs it cannot start; results travel as events, never through Celery's result backend.
 Workers use the threads pool: the engine and its CUDA context live in one process, and CUDA must
 not meet fork (a prefork child inherits a CUDA context it cannot use).
+
+redis-py 8 looks its own version up in the installed packages' metadata every time it makes a client
+or a connection (~1 ms here, more on a long sys.path), and kombu's Redis transport makes a client for
+each publish and each acknowledgement: `cache_redis_lib_version` (run on import) memoises the lookup.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
 
+import redis.utils
 from celery import Celery
 
 from . import keys
@@ -21,6 +27,16 @@ from .errors import SettingsError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def cache_redis_lib_version() -> None:
+    """Memoise `redis.utils.get_lib_version` (an importlib.metadata lookup per client and connection)."""
+    lookup = getattr(redis.utils, "get_lib_version", None)
+    if lookup is not None and not hasattr(lookup, "cache_info"):
+        redis.utils.get_lib_version = functools.cache(lookup)
+
+
+cache_redis_lib_version()
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
