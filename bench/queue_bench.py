@@ -24,6 +24,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,9 @@ PROMPTS = ("Write a short story about a robot who learns to paint.",
            "Explain how a refrigerator works to a ten-year-old.",
            "List the planets of the solar system with one fact each.",
            "Describe the taste of a lemon to someone who never had one.")
+
+
+RECEIVED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*\[(\w+)\] received")
 
 
 def job_params(k: int, max_tokens: int) -> SamplingParams:
@@ -158,6 +162,17 @@ def run_jobs(client, jobs) -> tuple[float, int, list]:
     return wall, sum(r.usage.completion_tokens for r in results), results
 
 
+def received_at(log_lines: list[str], job_ids: set[str]) -> list[float]:
+    """Epoch seconds at which a worker's Celery consumer logged each of `job_ids` as received (-v)."""
+    out = []
+    for line in log_lines:
+        found = RECEIVED.match(line)
+        if found and found.group(3) in job_ids:
+            stamp = time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S"))
+            out.append(stamp + int(found.group(2)) / 1000.0)
+    return out
+
+
 def queue_ttft_ms(client, prompt: str, k: int) -> tuple[float, ...]:
     """One job on the idle worker, in ms: submit() → first tokens event seen by the client; `queued`
     event → that (the issue's "queued → first token"); and its parts by the events' clocks: job created
@@ -235,12 +250,16 @@ def main() -> int:
         figures |= {"queue_tokens": n_tokens, "queue_wall_s": wall, "queue_tok_s": n_tokens / wall,
                     "worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
         time.sleep(0.5)  # the engine processes log their busy period's time account when it ends
+        received = []
         for _name, _proc, log in procs:
             log.flush()
-            lines = [line for line in Path(log.name).read_text(errors="replace").splitlines()
-                     if "turns," in line and "engine process" in line]
+            text = Path(log.name).read_text(errors="replace").splitlines()
+            lines = [line for line in text if "turns," in line and "engine process" in line]
             if lines:
                 figures[f"account_{_name}"] = lines[-1].split(": ", 1)[-1]
+            received += received_at(text, {job.id for job in jobs})
+        if received:  # how long the burst took to reach the workers' Celery consumers
+            figures["burst_arrival_span_ms"] = (max(received) - min(received)) * 1000.0
         ttfts = [queue_ttft_ms(client, PROMPTS[k % len(PROMPTS)], k) for k in range(args.ttft_runs)]
         for i, name in enumerate(("submit_ttft_ms", "queued_ttft_ms", "ttft_part_admit_ms",
                                   "ttft_part_engine_ms", "ttft_part_publish_ms")):
