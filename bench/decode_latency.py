@@ -36,25 +36,6 @@ def write_model(workdir: Path, name: str) -> Path:
     return path
 
 
-def copy_bandwidth(rt) -> float:
-    """Device-to-device copy of 1 GiB on the engine's stream: bytes read + written per second (median)."""
-    import pycuda.driver as cuda
-
-    n = 1 << 30
-    a, b = cuda.mem_alloc(n), cuda.mem_alloc(n)
-    cuda.memset_d32(a, 0x3C003C00, n // 4)
-    start, end = cuda.Event(), cuda.Event()
-    times = []
-    for _ in range(8):
-        start.record(rt.stream)
-        cuda.memcpy_dtod_async(b, a, n, rt.stream)
-        end.record(rt.stream)
-        end.synchronize()
-        times.append(end.time_since(start) / 1e3)
-    a.free(), b.free()
-    return 2 * n / float(np.median(times[2:]))
-
-
 def graph_step_ms(eng, batch: int) -> float:
     import pycuda.driver as cuda
 
@@ -116,6 +97,8 @@ def main() -> None:
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     args = parser.parse_args()
     sys.path[:0] = [str(args.src.resolve()), str(BENCH)]
+    from gpu_bench import copy_bandwidth
+
     from gpu.cuda_engine import CudaEngine
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +107,7 @@ def main() -> None:
         eng = CudaEngine.load(write_model(args.workdir, name), max_batch=max(BATCHES), max_context=1024)
         rt, w = eng.rt, eng.weights
         with rt.activate():
-            bandwidth = copy_bandwidth(rt)
+            bandwidth = copy_bandwidth(rt.stream)
         read = rt.allocated["weights"] - (0 if eng.config.tied_embeddings else w.token_embd.nbytes)
         limit = bandwidth / read
         print(f"[{name}: {rt.name}, copy {bandwidth / 1e9:.0f} GB/s, limit {limit:.0f} tok/s]", flush=True)

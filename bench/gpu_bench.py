@@ -75,9 +75,11 @@ def record_decode(out: Path, engine: str, model: str, batch: int, dt: float, ste
     record(out, **row)
 
 
-def copy_bandwidth() -> float:
-    """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10)."""
-    import pycuda.autoprimaryctx  # noqa: F401  (a context for this measurement only)
+def copy_bandwidth(stream=None) -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10): on `stream` in the
+    current context (an engine's), else on the default stream of the device's primary context."""
+    if stream is None:
+        import pycuda.autoprimaryctx  # noqa: F401  (a context for this measurement only)
     import pycuda.driver as cuda
 
     n = 1 << 30
@@ -86,9 +88,9 @@ def copy_bandwidth() -> float:
     start, end = cuda.Event(), cuda.Event()
     times = []
     for _ in range(12):
-        start.record()
-        cuda.memcpy_dtod(b, a, n)
-        end.record()
+        start.record(stream)
+        cuda.memcpy_dtod_async(b, a, n, stream)
+        end.record(stream)
         end.synchronize()
         times.append(end.time_since(start) / 1e3)
     a.free(), b.free()
