@@ -7,9 +7,11 @@
 #   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (with a
 #           py-spy wheel in .whl: the worker and its engine process sampled while busy, $OUT/pyspy-*.raw)
 #   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
-# Set-up on the dev machine (see ../shared/device/README.md): stage.sh --peer (.device), the worker's
-# wheels in .whl, ggml-vocab-{qwen2,phi-3}.gguf in .device/vocab, cubins from
-# `python3 -m gpu.kernel_cache --out .cubins`; carry them. Output under $OUT.
+#   burst   bench/prefill_burst.py: 64 short prompts prefilled one by one / packed / with first tokens on
+#           the GPU, and a 512-token prompt's wall vs GPU time
+# Set-up on the dev machine: bench/stage_device.sh (.device with the llama.cpp peer and vocab files, .whl,
+# .cubins); carry them (about 65 MB of the 64 MiB limit: for steps without the peer, carry .device
+# without its llama_cpp tgz). Output under $OUT.
 set -u
 source .device/setup.sh || exit 1
 mark=/tmp/site2/.done-$(ls .whl | md5sum | cut -c1-8)  # celery, redis-py, pydantic, ... (worker, tests)
@@ -52,6 +54,9 @@ for step in "$@"; do
       fi
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --jobs 64 \
         --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) 2>&1 | tee $OUT/queue1.log | tail -16 ;;
+    burst)
+      models qwen-f16
+      timeout 120 python3 bench/prefill_burst.py --workdir $W --vocab-dir .device/vocab 2>&1 | tee $OUT/burst.log | tail -6 ;;
     queue2)
       models qwen-f16
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --gpus 0,1 \
