@@ -1,8 +1,9 @@
 """A real device allocation failure in the middle of a request (`pytest -m cuda`): it fails that request
 only, with an `OutOfMemory` that names the allocation, and the engine and the scheduler serve on.
 
-Every buffer a prefill or decode step uses is allocated at load, so the one device allocation a request
-can still trigger is `CudaForward._logits_all` ([512, vocab] f32), made on the first all-positions
+Every buffer a prefill or decode step uses is allocated at load or by the first steps (the gemm's split-K
+scratch, the sampler's workspace: docs/reliability.md §8), so the one device allocation a request on a
+warm engine can still trigger is `CudaForward._logits_all` ([512, vocab] f32), made on the first all-positions
 prefill (`prefill_all_logits`: teacher forcing, prompt logprobs). The tests hold nearly all free device
 memory in PyCUDA allocations (`device_full`, leaving less than that buffer), run such a prefill, release
 the memory, and check what happens next. The model is a synthetic qwen2 with a byte vocab of 16384 ids,
