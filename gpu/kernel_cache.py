@@ -1,6 +1,7 @@
-"""Ahead-of-time kernel builds: cubins named by a hash of the kernel's source, its -D defines, the operand
-type and the arch, so `Runtime` loads them instead of compiling (nvcc takes seconds per variant, device
-time is scarce). No PyCUDA here: cubins are built with nvcc on any machine with the same toolkit.
+"""Ahead-of-time kernel builds: cubins named by a hash of the kernel's source and the shared headers, its
+-D defines, the operand type and the arch, so `Runtime` loads them instead of compiling (nvcc takes seconds
+per variant, device time is scarce). No PyCUDA here: cubins are built with nvcc on any machine with the
+same toolkit.
 
     python3 -m gpu.kernel_cache --out DIR [--arch sm_90]    # every variant the launchers use
 """
@@ -43,7 +44,7 @@ def options(defines: dict[str, int], dtype: str) -> list[str]:
 
 def cubin_name(name: str, defines: dict[str, int], dtype: str, arch: str) -> str:
     digest = hashlib.sha256()
-    for part in (KERNEL_DIR / f"{name}.cu", KERNEL_DIR / "common.cuh"):
+    for part in (KERNEL_DIR / f"{name}.cu", *sorted(KERNEL_DIR.glob("*.cuh"))):  # the headers it may include
         digest.update(part.read_bytes())
     digest.update(" ".join([arch, *options(defines, dtype)]).encode())
     return f"{name}-{digest.hexdigest()[:16]}.cubin"

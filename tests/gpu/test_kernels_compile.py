@@ -39,6 +39,16 @@ def test_cubin_names_follow_source_defines_and_dtype():
     assert a not in others and len(others) == 4
 
 
+def test_cubin_names_follow_the_shared_headers(tmp_path, monkeypatch):
+    for name in ("sample.cu", "common.cuh", "sample_keys.cuh"):
+        (tmp_path / name).write_bytes((kernel_cache.KERNEL_DIR / name).read_bytes())
+    monkeypatch.setattr(kernel_cache, "KERNEL_DIR", tmp_path)
+    before = kernel_cache.cubin_name("sample", {}, "f16", "sm_90")
+    with (tmp_path / "sample_keys.cuh").open("a") as header:
+        header.write("// edited\n")
+    assert kernel_cache.cubin_name("sample", {}, "f16", "sm_90") != before  # a stale cubin is not loaded
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
 @pytest.mark.parametrize(("name", "defines", "dtype"), list(_cases()))
 def test_kernel_compiles_for_sm90(name, defines, dtype, tmp_path):
