@@ -12,3 +12,13 @@ def rng() -> np.random.Generator:
     seed = int(np.random.SeedSequence().entropy % 2**32)
     print(f"seed {seed}")  # shown on failure: the draw can be replayed
     return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="module", params=["f16", "bf16"])
+def rt(request):
+    """A runtime on device 0 per operand type (f16, bf16), shared by a test module's kernel tests."""
+    from gpu.runtime import Runtime
+
+    runtime = Runtime(0, request.param)
+    yield runtime
+    runtime.close()

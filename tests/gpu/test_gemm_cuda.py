@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from gpu import reference as ref
+from tests.gpu.device_arrays import empty, f32, get, operand, rel_err
 
 pytestmark = pytest.mark.cuda
 
@@ -24,45 +25,6 @@ MODEL_SHAPES = [(1152, 896), (896, 896), (9728, 896), (896, 4864),
                 (9216, 3072), (3072, 3072), (16384, 3072), (3072, 8192)]
 # gpu.ops.gemm.CONFIGS by name (BMxBNxBKsSTAGESwWMWN), spelled out so that collection needs no PyCUDA
 CONFIG_NAMES = ["128x256x64s3w24", "128x128x64s3w24", "128x64x64s4w22", "64x64x64s4w22", "32x64x32s4w22"]
-
-
-@pytest.fixture(scope="module", params=["f16", "bf16"])
-def rt(request):
-    from gpu.runtime import Runtime
-
-    runtime = Runtime(0, request.param)
-    yield runtime
-    runtime.close()
-
-
-def rel_err(out, want) -> float:
-    assert np.isfinite(out).all(), "NaN/inf in output: an element was not written"
-    return float(np.linalg.norm(out.astype(np.float64) - want) / np.linalg.norm(want))
-
-
-def operand(rt, x):
-    """Round f32 values to the operand type: (device array, the rounded values as f32)."""
-    from gpu.runtime import from_operand, to_operand
-
-    stored = to_operand(x, rt.dtype)
-    return rt.to_device(stored, "test"), from_operand(stored, rt.dtype)
-
-
-def f32(rt, x):
-    return rt.to_device(np.asarray(x, dtype=np.float32), "test")
-
-
-def poisoned(rt, shape):
-    import pycuda.driver as cuda
-
-    arr = rt.empty(shape, np.float32, "test")
-    cuda.memset_d32(arr.gpudata, 0x7FC00000, arr.size)
-    return arr
-
-
-def get(rt, arr):
-    rt.synchronize()
-    return arr.get()
 
 
 def picks(rt) -> set[tuple[str, int]]:
@@ -109,7 +71,7 @@ def test_config_matches_numpy(rt, rng, config, split, m, n, k, mode):
     x, x_f = operand(rt, rng.standard_normal((m, k), dtype=np.float32))
     w, w_f = operand(rt, rng.standard_normal((n, k), dtype=np.float32) / np.float32(math.sqrt(k)))
     if mode == "plain":
-        y = poisoned(rt, (m, n))
+        y = empty(rt, (m, n), np.float32)
         G.launch(rt, y, x, w, None, False, G.CONFIGS[config], splits, fused)
         want = ref.linear(x_f, w_f)
     else:
@@ -146,7 +108,7 @@ def test_gemm_matches_numpy(rt, rng, m, n, k, mode):
     x, x_f = operand(rt, rng.standard_normal((m, k), dtype=np.float32))
     w, w_f = operand(rt, rng.standard_normal((n, k), dtype=np.float32) / np.float32(math.sqrt(k)))
     if mode == "plain":
-        y = poisoned(rt, (m, n))
+        y = empty(rt, (m, n), np.float32)
         gemm(rt, y, x, w)
         want = ref.linear(x_f, w_f)
     else:
@@ -156,6 +118,16 @@ def test_gemm_matches_numpy(rt, rng, m, n, k, mode):
         gemm(rt, y, x, w, f32(rt, bias), accumulate=True)
         want = ref.add(resid, ref.linear(x_f, w_f, bias))
     assert rel_err(get(rt, y), want) <= 1e-4
+
+
+def among_random_rows(rng, m: int, probes, probe_resid):
+    """m random input rows [m, K] and residual rows [m, N] with the probe rows at random distinct places:
+    (those places, inputs, residuals)."""
+    where = rng.choice(m, len(probes), replace=False)
+    xs = rng.standard_normal((m, probes.shape[1]), dtype=np.float32)
+    resid = rng.standard_normal((m, probe_resid.shape[1]), dtype=np.float32)
+    xs[where], resid[where] = probes, probe_resid
+    return where, xs, resid
 
 
 @pytest.mark.parametrize(("n", "k"), MODEL_SHAPES)
@@ -175,10 +147,7 @@ def test_row_does_not_depend_on_its_neighbours(rt, rng, n, k):
         gemm(rt, y, x, w, bias, accumulate=True)
         alone.append(get(rt, y)[0])
     for m in (5, 77, 512, 700):
-        where = rng.choice(m, 5, replace=False)
-        xs = rng.standard_normal((m, k), dtype=np.float32)
-        resid = rng.standard_normal((m, n), dtype=np.float32)
-        xs[where], resid[where] = probes, probe_resid
+        where, xs, resid = among_random_rows(rng, m, probes, probe_resid)
         x, _ = operand(rt, xs)
         y = f32(rt, resid)
         gemm(rt, y, x, w, bias, accumulate=True)
@@ -200,11 +169,7 @@ def test_row_bits_are_the_same_in_every_config(rt, rng, n, k):
     probe_resid = rng.standard_normal((5, n), dtype=np.float32)
     w, _ = operand(rt, rng.standard_normal((n, k), dtype=np.float32) / np.float32(math.sqrt(k)))
     bias = f32(rt, rng.standard_normal(n, dtype=np.float32))
-    m = 700
-    where = rng.choice(m, 5, replace=False)
-    xs = rng.standard_normal((m, k), dtype=np.float32)
-    resid = rng.standard_normal((m, n), dtype=np.float32)
-    xs[where], resid[where] = probes, probe_resid
+    where, xs, resid = among_random_rows(rng, 700, probes, probe_resid)
     x, _ = operand(rt, xs)
     y = f32(rt, resid)
     used = set()
@@ -236,13 +201,13 @@ def test_split_k_is_deterministic_and_uses_one_scratch(rt, rng):
     w, _ = operand(rt, rng.standard_normal((n, k), dtype=np.float32) / np.float32(math.sqrt(k)))
     outs = []
     for _ in range(3):
-        y = poisoned(rt, (m, n))
+        y = empty(rt, (m, n), np.float32)
         G.launch(rt, y, x, w, None, False, G.CONFIGS["128x128x64s3w24"], 4, fused=len(outs) % 2 == 0)
         outs.append(get(rt, y))
     assert all(np.array_equal(o, outs[0]) for o in outs)
     held = rt.allocated["scratch"]
-    G.launch(rt, poisoned(rt, (m, n)), x, w, None, False, G.CONFIGS["64x64x64s4w22"], 4)
-    G.launch(rt, poisoned(rt, (3, n)), x[:3], w, None, False, G.CONFIGS["32x64x32s4w22"], 2)
+    G.launch(rt, empty(rt, (m, n), np.float32), x, w, None, False, G.CONFIGS["64x64x64s4w22"], 4)
+    G.launch(rt, empty(rt, (3, n), np.float32), x[:3], w, None, False, G.CONFIGS["32x64x32s4w22"], 2)
     assert rt.allocated["scratch"] == held, "a call of the same or a smaller need allocated scratch"
 
 
