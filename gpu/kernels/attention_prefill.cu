@@ -10,7 +10,7 @@
 // j <= start + t. A warp skips the tiles wholly in its future; blocks of the last queries (the most keys) are
 // scheduled first. GQA as in attention_decode. -D HEAD_DIM (a multiple of 16). Dynamic shared memory:
 // SMEM_BYTES (per group 2 stages of a K and a V tile; the launcher raises the block's limit).
-#include "common.cuh"
+#include "tensor_core.cuh"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -28,38 +28,6 @@
 #define STAGE (2 * TILE)        // K then V
 // group g's stage s at smem + (2 g + s) STAGE; the Q tile goes first into group 0's stage 1
 #define SMEM_BYTES (4 * STAGE * 2)
-
-#ifdef USE_BF16
-#define MMA_TYPE "bf16"
-#else
-#define MMA_TYPE "f16"
-#endif
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    const int n = pred ? 16 : 0;  // 0 source bytes: the 16 destination bytes are zero-filled
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const dtype *p) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const dtype *p) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-
-// c += a (16x16, row) * b (16x8, col), f32 accumulators
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPE "." MMA_TYPE ".f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ uint32_t pack2(float x, float y) {
     dtype2 v;
@@ -138,7 +106,7 @@ extern "C" __global__ void __launch_bounds__(N_THREADS, 1) attention_prefill(
     uint32_t qa[DK][4];
 #pragma unroll
     for (int kk = 0; kk < DK; ++kk)  // A fragments: rows +0/+8 by lane bit 3, k +0/+8 by lane bit 4
-        ldsm_x4(qa[kk],
+        ldmatrix_x4(qa[kk],
                 qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + kk * 16 + (lane >> 4) * 8);
     __syncthreads();  // group 0's stage 1 is free for its second tile
 
@@ -173,7 +141,7 @@ extern "C" __global__ void __launch_bounds__(N_THREADS, 1) attention_prefill(
 #pragma unroll
                 for (int np = 0; np < NT / 2; ++np) {
                     uint32_t b[4];
-                    ldsm_x4(b, ks + (np * 16 + k_row) * LDS + kk * 16 + k_col);
+                    ldmatrix_x4(b, ks + (np * 16 + k_row) * LDS + kk * 16 + k_col);
                     mma16816(s[2 * np], qa[kk], b[0], b[1]);
                     mma16816(s[2 * np + 1], qa[kk], b[2], b[3]);
                 }
@@ -230,7 +198,7 @@ extern "C" __global__ void __launch_bounds__(N_THREADS, 1) attention_prefill(
 #pragma unroll
                 for (int dp = 0; dp < DK; ++dp) {
                     uint32_t b[4];
-                    ldsm_x4_t(b, vs + (kj * 16 + v_row) * LDS + dp * 16 + v_col);
+                    ldmatrix_x4_trans(b, vs + (kj * 16 + v_row) * LDS + dp * 16 + v_col);
                     mma16816(o[2 * dp], pa[kj], b[0], b[1]);
                     mma16816(o[2 * dp + 1], pa[kj], b[2], b[3]);
                 }

@@ -12,7 +12,7 @@
 // y = (accumulate ? y : 0) + (((part[0] + part[1]) + ...) + part[splits - 1]) + bias, the same bits either way
 // and whichever block comes last (no floating-point atomics). Without a split the epilogue writes
 // y = (accumulate ? y : 0) + acc + bias. M and N are free; K must be a multiple of 8.
-#include "common.cuh"
+#include "tensor_core.cuh"
 
 #ifndef BM
 #define BM 128
@@ -41,33 +41,6 @@
 #define STAGE_HALVES ((BM + BN) * LDS)
 static_assert(TM % 16 == 0 && TN % 16 == 0, "a warp's piece is a whole number of 16 x 16 blocks");
 static_assert(BK % 16 == 0 && STAGES >= 2, "BK a multiple of 16, at least two stages");
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    const int n = pred ? 16 : 0;  // 0 source bytes: the 16 destination bytes are zero-filled
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const dtype *p) {
-    const unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-}
-
-__device__ __forceinline__ void mma16816(float c[4], const unsigned a[4], const unsigned b0, const unsigned b1) {
-#ifdef USE_BF16
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
 
 #define CH (BK / 8)             // 16-byte chunks per row of a slice
 #define RPI (N_THREADS / CH)    // rows of a slice that one pass of the block's threads covers
