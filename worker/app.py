@@ -23,7 +23,9 @@ import redis.utils
 from celery import Celery
 
 from . import keys
+from .broker import TRANSPORT
 from .errors import SettingsError
+from .pool import POOL
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ def make_app(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise SettingsError("no Redis URL: set ORCD_REDIS_URL or --redis-url (or use the embedded server)")
     app = Celery("orcd", broker=settings.redis_url, set_as_current=False)
+    if settings.redis_url.startswith("redis://"):  # other schemes (TLS, sockets) keep kombu's own
+        app.conf.broker_transport = TRANSPORT
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -75,7 +79,7 @@ def make_app(settings: Settings) -> Celery:
 
 def worker_options(settings: Settings, name: str) -> dict[str, Any]:
     """Options of the WorkController consuming the settings' queue on the threads pool."""
-    return dict(pool="threads", concurrency=settings.worker_concurrency, queues=[settings.queue_name],
+    return dict(pool=POOL, concurrency=settings.worker_concurrency, queues=[settings.queue_name],
                 hostname=f"{name}", prefetch_multiplier=1, optimization="fair", without_mingle=True,
                 without_gossip=True, without_heartbeat=True)
 
