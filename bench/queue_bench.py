@@ -7,10 +7,14 @@
 Figures printed (one `name: value` line each, or one JSON object with --json):
 1. engine: `gpu.runner.generate_batch` over all jobs in this process (max_batch = jobs per worker):
    aggregate completion tok/s; and the engine's TTFT for one request alone (median of --ttft-runs).
-2. queue: the same jobs submitted at once through `Client.submit` to `orcd worker` subprocesses
+2. queue: the same jobs submitted at once through `Client.submit` (--submit one: one Celery message per
+   job) or `Client.submit_many` (--submit many: groups of jobs per message) to `orcd worker` subprocesses
    (one per GPU in --gpus, CUDA_VISIBLE_DEVICES pinned by the worker), every job's events followed
    by its own reader thread: aggregate tok/s from the first submit to the last `done`, and its ratio
-   to the engine's (target >= 0.95 with one worker; with two GPUs compare the two runs' tok/s).
+   to the engine's (target >= 0.95 with one worker; with two GPUs compare the two runs' tok/s);
+   `burst_submit_ms` (the client's submit calls), `burst_arrival_span_ms` (first to last Celery
+   `received` line of the burst's messages) and `burst_handoff_span_ms` (first to last job handed to
+   the engine by the worker's service: the jobs' own arrival, comparable between the two ways).
 3. queue TTFT: single jobs on the idle worker; the overhead is `queued` event → first `tokens` event
    seen by the client, minus the engine's single-request TTFT (median; target <= 5 ms), also given
    from the submit() call, and split into parts by the events' clocks (see queue_ttft_ms).
@@ -46,7 +50,8 @@ PROMPTS = ("Write a short story about a robot who learns to paint.",
            "Describe the taste of a lemon to someone who never had one.")
 
 
-RECEIVED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*\[(\w+)\] received")
+RECEIVED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*\[([\w.-]+)\] received")
+HANDOFF = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*job ([\w.-]+) cid \S+: attempt \d+,")
 
 
 def job_params(k: int, max_tokens: int) -> SamplingParams:
@@ -142,15 +147,20 @@ def wait_ready(client, procs, timeout_s: float = 600.0) -> None:
             time.sleep(0.2)
 
 
-def run_jobs(client, jobs) -> tuple[float, int, list]:
-    """Submit every job at once, follow each in a thread; (wall s, completion tokens, results)."""
+def run_jobs(client, jobs, how: str = "one") -> tuple[float, int, list, float]:
+    """Submit every job at once (`how`: one message per job, or `many` through submit_many), follow each
+    in a thread; (wall s, completion tokens, results, submit ms)."""
     results: list = [None] * len(jobs)
 
     def follow(k: int, handle) -> None:
         results[k] = handle.result(timeout_s=600)
 
     start = time.perf_counter()
-    handles = [client.submit(job) for job in jobs]  # all submitted before any reader competes with this
+    if how == "many":
+        handles = client.submit_many(jobs)
+    else:
+        handles = [client.submit(job) for job in jobs]  # all submitted before any reader competes with this
+    submit_ms = (time.perf_counter() - start) * 1000.0
     threads = []  # thread for the GIL (a reader replays what it missed from the job's stream)
     for k, handle in enumerate(handles):
         thread = threading.Thread(target=follow, args=(k, handle))
@@ -159,15 +169,17 @@ def run_jobs(client, jobs) -> tuple[float, int, list]:
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    return wall, sum(r.usage.completion_tokens for r in results), results
+    return wall, sum(r.usage.completion_tokens for r in results), results, submit_ms
 
 
-def received_at(log_lines: list[str], job_ids: set[str]) -> list[float]:
-    """Epoch seconds at which a worker's Celery consumer logged each of `job_ids` as received (-v)."""
+def received_at(log_lines: list[str], job_ids: set[str] | None,
+                pattern: re.Pattern = RECEIVED) -> list[float]:
+    """Epoch seconds at which a worker's Celery consumer logged each of `job_ids` as received (-v; every
+    message with None); with `pattern` HANDOFF, at which its service handed each job to the engine."""
     out = []
     for line in log_lines:
-        found = RECEIVED.match(line)
-        if found and found.group(3) in job_ids:
+        found = pattern.match(line)
+        if found and (job_ids is None or found.group(3) in job_ids):
             stamp = time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S"))
             out.append(stamp + int(found.group(2)) / 1000.0)
     return out
@@ -212,6 +224,8 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="worker setting (chunk age limit)")
     parser.add_argument("--redis-url", default=None, help="default: a private Valkey server")
     parser.add_argument("--skip-engine", action="store_true", help="queue figures only")
+    parser.add_argument("--submit", default="one", choices=("one", "many", "both"),
+                        help="the burst through submit (one message per job), submit_many, or both in turn")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.gpus = [int(g) for g in args.gpus.split(",")]
@@ -244,28 +258,40 @@ def main() -> int:
         wait_ready(client, procs)
         warmup = [Job(prompt=PROMPTS[k % 4], params=job_params(k, 4)) for k in range(len(args.gpus) * 2)]
         run_jobs(client, warmup)
-        jobs = [Job(prompt=PROMPTS[k % len(PROMPTS)], params=job_params(k, args.max_tokens))
-                for k in range(args.jobs)]
-        wall, n_tokens, results = run_jobs(client, jobs)
-        figures |= {"queue_tokens": n_tokens, "queue_wall_s": wall, "queue_tok_s": n_tokens / wall,
-                    "worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
-        time.sleep(0.5)  # the engine processes log their busy period's time account when it ends
-        received = []
-        for _name, _proc, log in procs:
-            log.flush()
-            text = Path(log.name).read_text(errors="replace").splitlines()
-            lines = [line for line in text if "turns," in line and "engine process" in line]
-            if lines:
-                figures[f"account_{_name}"] = lines[-1].split(": ", 1)[-1]
-            received += received_at(text, {job.id for job in jobs})
-        if received:  # how long the burst took to reach the workers' Celery consumers
-            figures["burst_arrival_span_ms"] = (max(received) - min(received)) * 1000.0
+        ways = ("one", "many") if args.submit == "both" else (args.submit,)
+        for how in ways:
+            tag = "" if len(ways) == 1 else f"{how}_"
+            figures[f"{tag}submit"] = how
+            jobs = [Job(prompt=PROMPTS[k % len(PROMPTS)], params=job_params(k, args.max_tokens))
+                    for k in range(args.jobs)]
+            since = time.time()
+            wall, n_tokens, results, submit_ms = run_jobs(client, jobs, how)
+            figures |= {f"{tag}queue_tokens": n_tokens, f"{tag}queue_wall_s": wall,
+                        f"{tag}queue_tok_s": n_tokens / wall, f"{tag}burst_submit_ms": submit_ms,
+                        f"{tag}worker_ttft_ms_median": statistics.median(r.timings.ttft_ms for r in results)}
+            time.sleep(0.5)  # the engine processes log their busy period's time account when it ends
+            received, handed = [], []
+            for _name, _proc, log in procs:
+                log.flush()
+                text = Path(log.name).read_text(errors="replace").splitlines()
+                lines = [line for line in text if "turns," in line and "engine process" in line]
+                if lines:
+                    figures[f"{tag}account_{_name}"] = lines[-1].split(": ", 1)[-1]
+                received += [t for t in received_at(text, None) if t >= int(since * 1000) / 1000.0]
+                handed += received_at(text, {job.id for job in jobs}, HANDOFF)
+            if received:  # how long the burst took to reach the workers' Celery consumers
+                figures[f"{tag}burst_messages"] = len(received)
+                figures[f"{tag}burst_arrival_span_ms"] = (max(received) - min(received)) * 1000.0
+            if handed:  # ... and their engines
+                figures[f"{tag}burst_handoff_span_ms"] = (max(handed) - min(handed)) * 1000.0
+            if "engine_tok_s" in figures:
+                figures[f"{tag}queue_vs_engine"] = figures[f"{tag}queue_tok_s"] / (
+                    figures["engine_tok_s"] * len(args.gpus))
         ttfts = [queue_ttft_ms(client, PROMPTS[k % len(PROMPTS)], k) for k in range(args.ttft_runs)]
         for i, name in enumerate(("submit_ttft_ms", "queued_ttft_ms", "ttft_part_admit_ms",
                                   "ttft_part_engine_ms", "ttft_part_publish_ms")):
             figures[name] = statistics.median(t[i] for t in ttfts)
     if "engine_tok_s" in figures:
-        figures["queue_vs_engine"] = figures["queue_tok_s"] / (figures["engine_tok_s"] * len(args.gpus))
         figures["queue_ttft_overhead_ms"] = figures["queued_ttft_ms"] - figures["engine_ttft_ms"]
         figures["submit_ttft_overhead_ms"] = figures["submit_ttft_ms"] - figures["engine_ttft_ms"]
     if args.json:

@@ -7,8 +7,10 @@
     print(handle.result().text)
 
 A job is validated before anything is enqueued (`InvalidJob`), and refused with `QueueFull` when its
-model's queue already holds `max_queue` jobs. An unreachable Redis is `BrokerUnavailable`; a stream
-whose connection drops reconnects with backoff for `reconnect_s`, resuming after its last seq.
+model's queue already holds `max_queue` jobs. `submit_many(jobs)` enqueues many jobs at once, several
+per Celery message (worker/enqueue.py), each with its own id, events, cancel and redelivery. An
+unreachable Redis is `BrokerUnavailable`; a stream whose connection drops reconnects with backoff for
+`reconnect_s`, resuming after its last seq.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,21 +29,19 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from . import keys
+from .enqueue import GroupSender, Message, Sender, depth_commands, depth_from, enqueue, plan_groups
 from .errors import (
     BrokerUnavailable,
     InvalidJob,
     JobFailed,
     JobNotFound,
     JobTimeout,
-    QueueFull,
     SettingsError,
 )
-from .schemas import Done, Error, Event, Job, Queued, Timings, Tokens, Usage
+from .schemas import Done, Error, Event, Job, Timings, Tokens, Usage
 from .settings import Settings, load_settings
-from .streams import afollow, append_events, follow
-from .tasks import GENERATE
-
-Sender = Callable[[Job, str, int], None]  # (job, queue, celery priority)
+from .streams import afollow, follow
+from .tasks import GENERATE, GENERATE_MANY
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ def assemble(job_id: str, events: list[Event]) -> JobResult:
                      end.finish_reason, end.usage, end.timings, events)
 
 
-def celery_sender(settings: Settings) -> Sender:
+def celery_senders(settings: Settings) -> tuple[Sender, GroupSender]:
+    """Senders of `orcd.generate` (one job) and `orcd.generate_many` (a group) through Celery; both
+    `pipelined`: called inside `broker.enqueue_into`, they add their message to the client's transaction."""
     from .app import make_app
 
     app = make_app(settings)
@@ -124,7 +127,13 @@ def celery_sender(settings: Settings) -> Sender:
                       task_id=job.id, argsrepr=f"[job {job.id}]", kwargsrepr="{}")  # given: Celery's
         # own repr of the whole job (saferepr, for monitors) took ~1.2 ms of every submit
 
-    return send
+    def send_group(jobs: Sequence[Job], queue: str, priority: int, group: str) -> None:
+        app.send_task(GENERATE_MANY, args=[[job.model_dump(mode="json") for job in jobs]],
+                      kwargs={"group": group, "queue": queue}, queue=queue, priority=priority, task_id=group,
+                      argsrepr=f"[{len(jobs)} jobs: {jobs[0].id} ...]", kwargsrepr=f"{{group: {group}}}")
+
+    send.pipelined = send_group.pipelined = True  # type: ignore[attr-defined]
+    return send, send_group
 
 
 class Client:
@@ -132,7 +141,9 @@ class Client:
 
     def __init__(self, redis_url: str | None = None, *, settings: Settings | None = None,
                  redis: redis_lib.Redis | None = None, sender: Sender | None = None,
-                 reconnect_s: float = 10.0) -> None:
+                 group_sender: GroupSender | None = None, reconnect_s: float = 10.0) -> None:
+        """`sender` / `group_sender`: how messages are sent (default Celery; tests and benchmarks pass
+        their own; without a group sender `submit_many` sends one message per job)."""
         self.settings = settings or load_settings(redis_url=redis_url)
         if redis_url and self.settings.redis_url != redis_url:
             self.settings = self.settings.model_copy(update={"redis_url": redis_url})
@@ -140,7 +151,7 @@ class Client:
             raise SettingsError("Client needs a Redis URL (ORCD_REDIS_URL or redis_url=)")
         self.redis = redis or redis_lib.Redis.from_url(self.settings.redis_url,
                                                        max_connections=MAX_CONNECTIONS)
-        self._send = sender or celery_sender(self.settings)
+        self._send, self._send_group = (sender, group_sender) if sender else celery_senders(self.settings)
         self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
         self._aredis: Any = None
         self.reconnect_s = reconnect_s  # how long a stream retries a lost connection
@@ -151,42 +162,67 @@ class Client:
     # ---- submit
 
     def queue_depth(self, queue: str) -> int:
+        """Jobs waiting in `queue` (a group message counts its jobs)."""
         pipe = self.redis.pipeline(transaction=False)
-        for name in keys.queue_lists(queue):
-            pipe.llen(name)
-        return sum(pipe.execute())
+        depth_commands(pipe, queue)
+        return depth_from(pipe.execute())
 
-    def submit(self, job: Job | dict[str, Any]) -> JobHandle:
-        """Validate, record and enqueue `job` on its model's queue."""
+    def _normalise(self, job: Job | dict[str, Any], index: int | None = None) -> tuple[Job, str]:
+        """The validated job with its model filled in, and its queue (`InvalidJob` naming `index`)."""
         try:
             job = job if isinstance(job, Job) else Job.model_validate(job)
         except ValidationError as exc:
-            raise InvalidJob(f"invalid job: {exc}") from None
+            where = "" if index is None else f" {index}"
+            raise InvalidJob(f"invalid job{where}: {exc}") from None
         model = keys.model_name(job.model or self.settings.model)
         job = job.model_copy(update={"model": model})
-        queue = self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
-        with broker_errors(f"job {job.id}: submit"):
-            return self._submit(job, queue, model)
+        return job, self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
 
-    def _submit(self, job: Job, queue: str, model: str) -> JobHandle:
-        meta = keys.job_meta(job.id)
-        pipe = self.redis.pipeline(transaction=False)  # one round trip: queue depth + claim the id
-        for name in keys.queue_lists(queue):
-            pipe.llen(name)
-        pipe.hsetnx(meta, "job", job.model_dump_json())
-        *lengths, claimed = pipe.execute()
-        if not claimed:
-            raise InvalidJob(f"job id {job.id!r} is already in use")
-        if sum(lengths) >= self.settings.max_queue:
-            self.redis.delete(meta)
-            raise QueueFull(queue, sum(lengths), self.settings.max_queue)
-        live_ttl = int(self.settings.job_timeout_s + self.settings.result_ttl_s)
-        queued = Queued(job_id=job.id, seq=1, model=model, queue=queue, priority=job.priority,
-                        correlation_id=job.correlation_id)
-        append_events(self.redis, [queued], live_ttl_s=live_ttl, result_ttl_s=self.settings.result_ttl_s)
-        with self._send_lock:
-            self._send(job, queue, keys.celery_priority(job.priority))
+    def submit(self, job: Job | dict[str, Any]) -> JobHandle:
+        """Validate, record and enqueue `job` on its model's queue."""
+        job, queue = self._normalise(job)
+        with broker_errors(f"job {job.id}: submit"):
+            self._enqueue([Message(queue, (job,))])
         return JobHandle(self, job.id)
+
+    def submit_many(self, jobs: Sequence[Job | dict[str, Any]], *,
+                    group_size: int | None = None) -> list[JobHandle]:
+        """Validate every job, then record and enqueue them all (or none), several per Celery message.
+
+        Jobs are grouped per queue and priority into messages of at most `group_size` jobs (default: the
+        smallest `max_batch` among the queue's live workers, and no more than an even share per worker,
+        so that a fleet still splits a burst; `settings.max_batch` when no worker is seen), as even as
+        possible. Each job keeps its own id, events, cancel and redelivery; `QueueFull` counts jobs.
+        `InvalidJob` names the job's index (a field, or an id in use); then `QueueFull`, `BrokerUnavailable`.
+        """
+        pairs = [self._normalise(job, k) for k, job in enumerate(jobs)]
+        seen: dict[str, int] = {}
+        for k, (job, _queue) in enumerate(pairs):
+            if seen.setdefault(job.id, k) != k:
+                raise InvalidJob(f"job {k}: job id {job.id!r} is also job {seen[job.id]}'s")
+        if not pairs:
+            return []
+        with broker_errors(f"{len(pairs)} jobs: submit_many"):
+            counts = Counter(queue for _job, queue in pairs)
+            sizes = {queue: group_size or self.group_size(queue, n) for queue, n in counts.items()}
+            self._enqueue(plan_groups(pairs, sizes))
+        return [JobHandle(self, job.id) for job, _queue in pairs]
+
+    def group_size(self, queue: str, n_jobs: int | None = None) -> int:
+        """Jobs per group message for `queue`: the smallest max_batch of its live workers, and at most
+        an even share of `n_jobs` per worker (heartbeats; `settings.max_batch`, one worker, if none)."""
+        batches = [int(w["max_batch"]) for w in self.workers()
+                   if w.get("queue") == queue and "max_batch" in w]
+        size = min(batches) if batches else self.settings.max_batch
+        if n_jobs:
+            size = min(size, -(-n_jobs // max(1, len(batches))))
+        return max(1, size)
+
+    def _enqueue(self, messages: list[Message]) -> None:
+        enqueue(self.redis, messages, max_queue=self.settings.max_queue,
+                live_ttl_s=int(self.settings.job_timeout_s + self.settings.result_ttl_s),
+                result_ttl_s=self.settings.result_ttl_s, send=self._send, send_group=self._send_group,
+                pipelined=getattr(self._send, "pipelined", False), lock=self._send_lock)
 
     # ---- follow
 

@@ -3,7 +3,8 @@
 Per job: ``orcd:job:<id>:meta`` (hash), ``orcd:job:<id>:events`` (stream, the replay log),
 ``orcd:job:<id>`` (pub/sub channel, live), ``orcd:job:<id>:cancel`` (flag). Per worker:
 ``orcd:worker:<name>`` (heartbeat hash with TTL). Per model: the Celery queue ``orcd.<model>``, which
-the Redis transport stores as one list per priority step (``orcd.<model>``, ``orcd.<model>:1`` ...).
+the Redis transport stores as one list per priority step (``orcd.<model>``, ``orcd.<model>:1`` ...), and
+``orcd:queue:<queue>:groups`` (the job counts of its waiting group messages).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def queue(model: str | Path) -> str:
 def queue_lists(queue_name: str) -> list[str]:
     """The Redis lists holding a Celery queue's waiting messages, one per priority step."""
     return [queue_name if step == 0 else f"{queue_name}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+def queue_groups(queue_name: str) -> str:
+    """Hash of a queue's waiting group messages: group id → its number of jobs (worker/enqueue.py)."""
+    return f"{PREFIX}:queue:{queue_name}:groups"
 
 
 def celery_priority(job_priority: int) -> int:

@@ -190,23 +190,68 @@ class WorkerService:
 
     def run_job(self, payload: Any) -> dict[str, Any]:
         """Run one job to its end (blocking); returns a summary. Never raises for a bad job."""
-        job_id = payload.get("id") if isinstance(payload, dict) else None
-        if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
-            logger.error("dropping a job without a usable id: %.200r", payload)
-            return {"job_id": None, "status": "dropped"}
-        cid = payload.get("correlation_id")
-        cid = cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None  # a malformed job's error too
+        [outcome] = self.run_jobs([payload]) or [{"job_id": None, "status": "dropped"}]
+        return outcome
+
+    def run_jobs(self, payloads: Any, *, group: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Run jobs to their ends (blocking; a group message's jobs, or one job); a summary per job.
+
+        One Redis round trip reads every job's log and cancel flag (and, for a `group` = (queue, group
+        id), removes the group from the queue's count of waiting jobs: worker/enqueue.py); then each job
+        is handed to the scheduler as if it had come alone, and this waits until every one has ended.
+        A job that already ended (a redelivered group) is skipped; one that ran partly resumes after the
+        seqs in its log. Never raises for a bad job."""
+        if not isinstance(payloads, list):
+            logger.error("dropping a group that is not a list of jobs: %.200r", payloads)
+            return []
+        jobs = []  # (payload, job id, correlation id) of the payloads with a usable id
+        for payload in payloads:
+            job_id = payload.get("id") if isinstance(payload, dict) else None
+            if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
+                logger.error("dropping a job without a usable id: %.200r", payload)
+                continue
+            cid = payload.get("correlation_id")
+            jobs.append((payload, job_id, cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None))
+        pipe = self.client.pipeline(transaction=False)  # one round trip: the logs and the cancel flags
+        for _payload, job_id, _cid in jobs:
+            pipe.xrange(keys.job_events(job_id), min=stream_id(1))
+            pipe.exists(keys.job_cancel(job_id))
+        if group is not None:
+            pipe.hdel(keys.queue_groups(group[0]), group[1])
+        found = pipe.execute()
+        outcomes = [{"job_id": None, "status": "dropped"}] * (len(payloads) - len(jobs))
+        waiting = []
+        for k, (payload, job_id, cid) in enumerate(jobs):
+            entries, cancelled = found[2 * k], found[2 * k + 1]
+            outcome, ended = self._start(payload, job_id, cid, entries, bool(cancelled))
+            outcomes.append(outcome)
+            if ended is not None:
+                waiting.append((outcome, ended))
+        give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
+        for outcome, ended in waiting:
+            log = job_logger(logger, outcome["job_id"], None)
+            while not ended.wait(0.25):
+                if self._stop.is_set():
+                    log.warning("worker closing before the job ended")
+                    outcome["status"] = "interrupted"
+                    break
+                if time.monotonic() > give_up:
+                    log.error("no end after %.0f s", self.settings.job_timeout_s + 10.0)
+                    outcome["status"] = "lost"
+                    break
+        return outcomes
+
+    def _start(self, payload: dict, job_id: str, cid: str | None, entries: list,
+               cancelled: bool) -> tuple[dict[str, Any], threading.Event | None]:
+        """Open the job's publisher and hand it over; (its summary, the event set at its end), or
+        (summary, None) when it already ended."""
         log = job_logger(logger, job_id, cid)
-        pipe = self.client.pipeline(transaction=False)  # one round trip: the log and the cancel flag
-        pipe.xrange(keys.job_events(job_id), min=stream_id(1))
-        pipe.exists(keys.job_cancel(job_id))
-        entries, cancelled = pipe.execute()
         state = log_state([parse_entry(fields) for _id, fields in entries])
         if state.ended:
             log.info("already ended (redelivered after its end); nothing to do")
-            return {"job_id": job_id, "status": "already-ended"}
+            return {"job_id": job_id, "status": "already-ended"}, None
         ended = threading.Event()
-        outcome: dict[str, Any] = {"job_id": job_id}
+        outcome: dict[str, Any] = {"job_id": job_id, "status": "lost"}
 
         def on_end(event: Event) -> None:
             outcome["status"] = event.type
@@ -217,16 +262,8 @@ class WorkerService:
         if state.started:
             log.warning("redelivered (attempt %d): %d tokens already published, seq %d",
                         state.started + 1, state.tokens_done, state.last_seq)
-        self._submit(payload, jp, log, attempt=state.started + 1, cancelled=bool(cancelled))
-        give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
-        while not ended.wait(0.25):
-            if self._stop.is_set():
-                log.warning("worker closing before the job ended")
-                return {"job_id": job_id, "status": "interrupted"}
-            if time.monotonic() > give_up:
-                log.error("no end after %.0f s", self.settings.job_timeout_s + 10.0)
-                return {"job_id": job_id, "status": "lost"}
-        return outcome
+        self._submit(payload, jp, log, attempt=state.started + 1, cancelled=cancelled)
+        return outcome, ended
 
     def _submit(self, payload: dict, jp: JobPublisher, log: logging.LoggerAdapter, *, attempt: int,
                 cancelled: bool) -> None:

@@ -58,22 +58,28 @@ def append_events(client: redis_lib.Redis, events: Sequence[Event], *, live_ttl_
             logger.info("job %s cid %s: seq %d already in the log, not re-sent", event.job_id,
                         event.correlation_id or "-", event.seq)
             continue
-        pipe.publish(keys.job_channel(event.job_id), event.model_dump_json())
-        meta = keys.job_meta(event.job_id)
-        status = _STATUS.get(event.type)
-        if event.type == "done":
-            status = "cancelled" if event.finish_reason == "cancelled" else "done"
-        if status:
-            pipe.hset(meta, mapping={"status": status, f"{event.type}_at": event.ts})
-        if event.type == "queued":
-            pipe.hset(meta, "queue", event.queue)
-        elif event.type == "started":
-            pipe.hset(meta, "worker", event.worker)
-        ttl = result_ttl_s if event.type in TERMINAL else live_ttl_s
-        for key in (keys.job_events(event.job_id), meta, keys.job_cancel(event.job_id)):
-            pipe.expire(key, ttl)
+        record_appended(pipe, event, live_ttl_s=live_ttl_s, result_ttl_s=result_ttl_s)
     pipe.execute()
     return appended
+
+
+def record_appended(pipe: redis_lib.client.Pipeline, event: Event, *, live_ttl_s: int,
+                    result_ttl_s: int) -> None:
+    """Queue what follows an event's XADD: PUBLISH, the job record's status, the TTLs."""
+    pipe.publish(keys.job_channel(event.job_id), event.model_dump_json())
+    meta = keys.job_meta(event.job_id)
+    status = _STATUS.get(event.type)
+    if event.type == "done":
+        status = "cancelled" if event.finish_reason == "cancelled" else "done"
+    if status:
+        pipe.hset(meta, mapping={"status": status, f"{event.type}_at": event.ts})
+    if event.type == "queued":
+        pipe.hset(meta, "queue", event.queue)
+    elif event.type == "started":
+        pipe.hset(meta, "worker", event.worker)
+    ttl = result_ttl_s if event.type in TERMINAL else live_ttl_s
+    for key in (keys.job_events(event.job_id), meta, keys.job_cancel(event.job_id)):
+        pipe.expire(key, ttl)
 
 
 def parse_entry(fields: dict) -> Event:

@@ -11,11 +11,16 @@ import threading
 import time
 
 import pytest
-import redis
 
 from gpu.params import SamplingParams
 from tests.worker.tiny_model import MAX_CONTEXT, Reference, tiny_model  # noqa: F401 (fixture)
-from tests.worker.workers import REDIS_URL, WorkerProcess, unique_queue
+from tests.worker.workers import (  # noqa: F401 (fixtures)
+    REDIS_URL,
+    WorkerProcess,
+    own_database,
+    relay,
+    unique_queue,
+)
 from worker import keys
 from worker.app import make_app
 from worker.client import Client
@@ -150,31 +155,20 @@ def test_queue_full_when_the_model_queue_is_at_its_limit(tiny_model):  # noqa: F
         client.close()
 
 
-def test_sigkill_mid_job_a_second_worker_finishes_it_without_gap_or_duplicate(tiny_model, reference,  # noqa: F811
-                                                                               tmp_path):
-    queue = unique_queue("crash")
-    timing = dict(job_timeout=3, visibility_timeout=6, restore_interval=1, chunk_tokens=4, chunk_ms=10)
-    first = WorkerProcess(tiny_model, queue, tmp_path / "first.log", step_delay_ms=40, **timing).wait_ready()
-    client = client_for(tiny_model, queue)
+def test_sigkill_mid_job_a_second_worker_finishes_it_without_gap_or_duplicate(relay, reference):  # noqa: F811
+    client = relay.client
     params = SamplingParams(max_tokens=40, seed=11, temperature=0.9, ignore_eos=True)
     handle = client.submit(Job(prompt="survive a crash", params=params))
     seen: list = []
     reader = threading.Thread(target=lambda: seen.extend(handle.stream(timeout_s=60)))
     reader.start()
-    try:
-        wait_for(lambda: sum(e.type == "tokens" for e in read_log(client.redis, handle.id)) >= 3,
-                 what="three chunks from the first worker")
-        first.kill()
-        before = read_log(client.redis, handle.id)
-        second = WorkerProcess(tiny_model, queue, tmp_path / "second.log", step_delay_ms=0, **timing)
-        second.wait_ready()
-        reader.join(45)
-        assert not reader.is_alive()
-    finally:
-        first.stop()
-        if "second" in locals():
-            second.stop()
-        client.close()
+    wait_for(lambda: sum(e.type == "tokens" for e in read_log(client.redis, handle.id)) >= 3,
+             what="three chunks from the first worker")
+    relay.first.kill()
+    before = read_log(client.redis, handle.id)
+    relay.start_second()
+    reader.join(45)
+    assert not reader.is_alive()
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
     assert seen[:len(before)] == before
     assert [(e.type, e.attempt) for e in seen if e.type == "started"] == [("started", 1), ("started", 2)]
@@ -183,15 +177,6 @@ def test_sigkill_mid_job_a_second_worker_finishes_it_without_gap_or_duplicate(ti
     assert "".join(e.text for e in seen if e.type == "tokens") == text
     assert (seen[-1].type, seen[-1].finish_reason) == ("done", reason)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _own_database():
-    """db 14 belongs to these tests: emptied before and after the module."""
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield
-    client.flushdb()
-    client.close()
 
 
 def test_max_context_is_the_worker_setting(served):

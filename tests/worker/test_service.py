@@ -195,3 +195,34 @@ def test_service_records_metrics_and_serves_them_on_its_port(tiny_model):  # noq
             'orcd_worker_jobs_finished_total{reason="cancelled"} 1.0',
             'orcd_worker_errors_total{type="InvalidJob"} 1.0', "orcd_worker_tokens_generated_total 4.0",
             "orcd_worker_ttft_seconds_count 1.0", "orcd_worker_decode_tokens_per_second_count 1.0"} <= lines
+
+
+def test_a_group_runs_each_job_and_a_redelivered_group_resumes_only_what_is_missing(stack, tiny_model):  # noqa: F811
+    client, service, _ = stack
+    groups: list = []
+    grouping = Client(settings=client.settings, redis=client.redis, sender=lambda *a: None,
+                      group_sender=lambda jobs, queue, priority, group: groups.append((jobs, queue, group)))
+    params = [SamplingParams(max_tokens=n, seed=20 + n, temperature=0.9, ignore_eos=True) for n in (3, 9, 6)]
+    jobs = [Job(id=f"g{k}", prompt=f"group job {k}", params=p) for k, p in enumerate(params)]
+    grouping.submit_many(jobs, group_size=3)
+    [(members, queue, group)] = groups
+    assert client.queue_depth(queue) == 2  # the hash's count (no Celery list here): 3 jobs - 1 message
+    payloads = [job.model_dump(mode="json") for job in members]
+    outcomes = service.run_jobs(payloads, group=(queue, group))
+    assert [o["status"] for o in outcomes] == ["done"] * 3
+    assert client.redis.hlen(keys.queue_groups(queue)) == 0
+    logs = {job.id: read_log(client.redis, job.id) for job in jobs}
+    for job, p in zip(jobs, params, strict=True):
+        ids, text, _ = reference(tiny_model, job.prompt, p)
+        assert (assemble(job.id, logs[job.id]).token_ids, assemble(job.id, logs[job.id]).text) == (ids, text)
+        assert [e.seq for e in logs[job.id]] == list(range(1, len(logs[job.id]) + 1))
+    # redelivered as if its worker died: g0 had ended, g1 had published up to its first tokens event
+    client.redis.delete(keys.job_events("g1"))
+    append_events(client.redis, logs["g1"][:3], live_ttl_s=60, result_ttl_s=60)
+    outcomes = service.run_jobs(payloads, group=(queue, group))
+    assert [o["status"] for o in outcomes] == ["already-ended", "done", "already-ended"]
+    assert read_log(client.redis, "g0") == logs["g0"]
+    again = read_log(client.redis, "g1")
+    assert [e.seq for e in again] == list(range(1, len(again) + 1))
+    assert [(e.type, e.attempt) for e in again if e.type == "started"] == [("started", 1), ("started", 2)]
+    assert assemble("g1", again).token_ids == assemble("g1", logs["g1"]).token_ids

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 
 from worker import keys
@@ -20,6 +21,16 @@ REDIS_URL = os.environ.get("ORCD_QUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 def unique_queue(tag: str) -> str:
     return f"orcd.test-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_database():
+    """db 14 belongs to the queue's integration tests: emptied before and after each module (import it)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+    client.close()
 
 
 class WorkerProcess:
@@ -60,3 +71,40 @@ class WorkerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class Relay:
+    """The redelivery tests' two workers: a slow first one (40 ms per step) to kill mid-job, then a fresh
+    one that gets the unacknowledged message back within seconds (3 s job timeout, 6 s visibility
+    timeout, 1 s restore interval) and finishes it."""
+
+    TIMING = dict(job_timeout=3, visibility_timeout=6, restore_interval=1, chunk_tokens=4, chunk_ms=10)
+
+    def __init__(self, model: Path, queue: str, logdir: Path) -> None:
+        from worker.client import Client
+        from worker.settings import load_settings
+
+        self.model, self.queue, self.logdir = model, queue, logdir
+        self.first = WorkerProcess(model, queue, logdir / "first.log", step_delay_ms=40, **self.TIMING)
+        self.first.wait_ready()
+        self.second: WorkerProcess | None = None
+        self.client = Client(settings=load_settings(redis_url=REDIS_URL, model=str(model), queue=queue))
+
+    def start_second(self) -> WorkerProcess:
+        self.second = WorkerProcess(self.model, self.queue, self.logdir / "second.log", step_delay_ms=0,
+                                    **self.TIMING).wait_ready()
+        return self.second
+
+    def stop(self) -> None:
+        self.first.stop()
+        if self.second is not None:
+            self.second.stop()
+        self.client.close()
+
+
+@pytest.fixture
+def relay(tiny_model, tmp_path):
+    """A `Relay` on a queue of its own (uses the `tiny_model` fixture), stopped after the test."""
+    relay = Relay(tiny_model, unique_queue("crash"), tmp_path)
+    yield relay
+    relay.stop()

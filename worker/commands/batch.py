@@ -3,7 +3,9 @@
 Each input line is a JSON object: ``prompt`` (or ``messages``), optional ``id``, ``params``,
 ``chat``, ``system``, ``priority``; missing params take the sampling flags' values. Each output line:
 ``id``, ``text``, ``finish_reason``, ``usage``, ``timings`` (or ``error``). Resumable: ids already in
-OUT are skipped and new lines appended. Progress goes to stderr.
+OUT are skipped and new lines appended. Progress goes to stderr. Jobs go out through
+`Client.submit_many` whenever slots are free (at most --in-flight jobs submitted and not yet done), so
+a burst travels as a few Celery messages, not one per job.
 """
 
 from __future__ import annotations
@@ -81,35 +83,11 @@ def run(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     stopping = threading.Event()
     in_flight: set[str] = set()
+    slots = threading.BoundedSemaphore(args.in_flight)
     counts = {"done": 0, "error": 0, "tokens": 0}
     start = time.monotonic()
 
-    def one(client, rid: str, fields: dict[str, Any]) -> None:
-        if stopping.is_set():
-            return
-        out: dict[str, Any] = {"id": rid}
-        try:
-            fields = dict(fields)
-            fields["params"] = defaults | fields.get("params", {})
-            if "messages" not in fields:
-                fields.setdefault("chat", args.chat)
-            job = Job.model_validate(fields)
-            while True:
-                try:
-                    handle = client.submit(job)
-                    break
-                except QueueFull:
-                    time.sleep(0.5)
-            in_flight.add(handle.id)
-            result = handle.result(timeout_s=args.timeout)
-            in_flight.discard(handle.id)
-            if stopping.is_set():
-                return
-            timings = result.timings.model_dump() if result.timings else None
-            out.update(text=result.text, finish_reason=result.finish_reason, usage=result.usage.model_dump(),
-                       timings=timings)
-        except (JobError, ValueError, TypeError) as exc:  # this line's job fails, the batch goes on
-            out["error"] = f"{type(exc).__name__}: {exc}"
+    def write(out: dict[str, Any]) -> None:
         with lock:
             with args.output.open("a") as f:
                 f.write(json.dumps(out, ensure_ascii=False) + "\n")
@@ -120,15 +98,55 @@ def run(args: argparse.Namespace) -> int:
             print(f"\rorcd batch: {n}/{len(todo)} ({counts['error']} errors), {rate:.1f} tok/s",
                   end="" if n < len(todo) else "\n", file=sys.stderr, flush=True)
 
-    with connect(settings) as client, ThreadPoolExecutor(max_workers=args.in_flight) as pool:
-        futures = [pool.submit(one, client, rid, fields) for rid, fields in todo]
+    def follow(rid: str, handle) -> None:
+        out: dict[str, Any] = {"id": rid}
         try:
+            result = handle.result(timeout_s=args.timeout)
+            timings = result.timings.model_dump() if result.timings else None
+            out.update(text=result.text, finish_reason=result.finish_reason, usage=result.usage.model_dump(),
+                       timings=timings)
+        except (JobError, ValueError, TypeError) as exc:  # this line's job fails, the batch goes on
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            in_flight.discard(handle.id)
+            slots.release()
+        if not stopping.is_set():
+            write(out)
+
+    jobs = []  # (line id, Job) of the valid lines; the others are written as errors at once
+    for rid, fields in todo:
+        try:
+            fields = dict(fields)
+            fields["params"] = defaults | fields.get("params", {})
+            if "messages" not in fields:
+                fields.setdefault("chat", args.chat)
+            jobs.append((rid, Job.model_validate(fields)))
+        except (ValueError, TypeError) as exc:
+            write({"id": rid, "error": f"{type(exc).__name__}: {exc}"})
+
+    with connect(settings) as client, ThreadPoolExecutor(max_workers=args.in_flight) as pool:
+        futures = []
+        try:
+            k = 0
+            while k < len(jobs):
+                slots.acquire()  # at least one free slot, then every other one free now
+                window = 1
+                while k + window < len(jobs) and slots.acquire(blocking=False):
+                    window += 1
+                part = jobs[k:k + window]
+                while True:
+                    try:
+                        handles = client.submit_many([job for _rid, job in part])
+                        break
+                    except QueueFull:
+                        time.sleep(0.5)
+                in_flight.update(h.id for h in handles)
+                futures += [pool.submit(follow, rid, h) for (rid, _job), h in zip(part, handles, strict=True)]
+                k += window
             for future in futures:
                 future.result()
         except KeyboardInterrupt:  # stop submitting; jobs in flight end with `cancelled`, not written
             stopping.set()
-            for future in futures:
-                future.cancel()
             cancel_quietly(client, list(in_flight))
             raise
     return 1 if counts["error"] else 0
