@@ -25,7 +25,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .engine_process import load_worker_engine, new_generation, worker_scheduler
+from .engine_process import JobSpec, load_worker_engine, new_generation, worker_scheduler
 from .errors import SchedulerClosed
 from .scheduler import Request
 from .settings import Settings
@@ -157,6 +157,14 @@ class EngineChild:
         self.scheduler = worker_scheduler(engine, settings, cancelled=lambda ids: self.cancels & set(ids),
                                           on_turn=self.outbox.flush, metrics=RemoteMetrics(self.outbox))
 
+    def _request(self, spec: JobSpec) -> Request:
+        return Request(job_id=spec.job_id, prompt_ids=spec.prompt_ids, max_tokens=spec.max_tokens,
+                       new_generation=functools.partial(new_generation, spec.prompt_ids, spec.params,
+                                                        self.tokenizer, self.engine.max_context),
+                       sink=RemoteSink(spec.job_id, self.outbox, self.cancels), priority=spec.priority,
+                       deadline=spec.deadline, correlation_id=spec.correlation_id,
+                       submitted_at=spec.submitted_at, params=spec.params)
+
     def serve(self, conn_in: Connection) -> None:
         """Run until the worker says stop (clean exit) or its end of the pipe closes (exit at once)."""
         self.scheduler.start()
@@ -167,20 +175,13 @@ class EngineChild:
                 logger.error("engine process %d: the worker's pipe closed; exiting", os.getpid())
                 os._exit(0)
             kind = message[0]
-            if kind == "submit":
-                spec = message[1]
-                request = Request(job_id=spec.job_id, prompt_ids=spec.prompt_ids, max_tokens=spec.max_tokens,
-                                  new_generation=functools.partial(new_generation, spec.prompt_ids,
-                                                                   spec.params, self.tokenizer,
-                                                                   self.engine.max_context),
-                                  sink=RemoteSink(spec.job_id, self.outbox, self.cancels),
-                                  priority=spec.priority, deadline=spec.deadline,
-                                  correlation_id=spec.correlation_id, submitted_at=spec.submitted_at,
-                                  params=spec.params)
+            if kind == "submit":  # one job's spec or a group's, in one list
+                requests = [self._request(spec) for spec in message[1]]
                 try:
-                    self.scheduler.submit(request)
+                    self.scheduler.submit_many(requests)
                 except SchedulerClosed as exc:
-                    request.sink.failed(exc, time.time())
+                    for request in requests:
+                        request.sink.failed(exc, time.time())
             elif kind == "cancel":
                 self.cancels.update(message[1])
             elif kind == "stop":

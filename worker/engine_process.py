@@ -166,13 +166,18 @@ class EngineProcess:
     # ---- the scheduler's interface
 
     def submit(self, request: Request) -> None:
-        self._sinks[request.job_id] = request.sink
+        self.submit_many([request])
+
+    def submit_many(self, requests: list[Request]) -> None:
+        """Hand over `requests` in one message (a group's jobs reach the child's scheduler together)."""
+        for request in requests:
+            self._sinks[request.job_id] = request.sink
         try:
-            self._send(("submit", JobSpec(request.job_id, request.prompt_ids, request.params,
-                                          request.max_tokens, request.priority, request.deadline,
-                                          request.correlation_id, request.submitted_at)))
+            self._send(("submit", [JobSpec(r.job_id, r.prompt_ids, r.params, r.max_tokens, r.priority,
+                                           r.deadline, r.correlation_id, r.submitted_at) for r in requests]))
         except SchedulerClosed:
-            self._sinks.pop(request.job_id, None)
+            for request in requests:
+                self._sinks.pop(request.job_id, None)
             raise
 
     def _send(self, message: tuple) -> None:
@@ -181,7 +186,7 @@ class EngineProcess:
             with self._send_lock:
                 self._to_child.send(message)
         except (OSError, ValueError) as exc:
-            job = f"job {message[1].job_id}: " if message[0] == "submit" else ""
+            job = f"job {message[1][0].job_id}: " if message[0] == "submit" else ""
             raise SchedulerClosed(f"{job}the engine process has exited ({exc})") from None
 
     # ---- threads

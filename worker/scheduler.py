@@ -136,12 +136,17 @@ class Scheduler:
     # ---- outside the scheduler thread
 
     def submit(self, request: Request) -> None:
+        self.submit_many([request])
+
+    def submit_many(self, requests: list[Request]) -> None:
+        """Hand over `requests` at once: the scheduler's next turn sees all of them (a group's jobs)."""
         with self._wake:
             if self._closed:
-                raise SchedulerClosed(f"job {request.job_id}: the scheduler has stopped")
-            if request.submitted_at is None:
-                request.submitted_at = self.clock()
-            self._inbox.append(request)
+                raise SchedulerClosed(f"job {requests[0].job_id}: the scheduler has stopped")
+            for request in requests:
+                if request.submitted_at is None:
+                    request.submitted_at = self.clock()
+            self._inbox.extend(requests)
             self._wake.notify()
 
     @property

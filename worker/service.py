@@ -220,13 +220,16 @@ class WorkerService:
             pipe.hdel(keys.queue_groups(group[0]), group[1])
         found = pipe.execute()
         outcomes = [{"job_id": None, "status": "dropped"}] * (len(payloads) - len(jobs))
-        waiting = []
+        waiting, requests = [], []
         for k, (payload, job_id, cid) in enumerate(jobs):
             entries, cancelled = found[2 * k], found[2 * k + 1]
-            outcome, ended = self._start(payload, job_id, cid, entries, bool(cancelled))
+            outcome, ended, request = self._start(payload, job_id, cid, entries, bool(cancelled))
             outcomes.append(outcome)
             if ended is not None:
                 waiting.append((outcome, ended))
+            if request is not None:
+                requests.append(request)
+        self._hand_over(requests)  # together: the scheduler's next turn sees the whole group
         give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
         for outcome, ended in waiting:
             log = job_logger(logger, outcome["job_id"], None)
@@ -242,14 +245,14 @@ class WorkerService:
         return outcomes
 
     def _start(self, payload: dict, job_id: str, cid: str | None, entries: list,
-               cancelled: bool) -> tuple[dict[str, Any], threading.Event | None]:
-        """Open the job's publisher and hand it over; (its summary, the event set at its end), or
-        (summary, None) when it already ended."""
+               cancelled: bool) -> tuple[dict[str, Any], threading.Event | None, Request | None]:
+        """Open the job's publisher; (its summary, the event set at its end, the request for the
+        scheduler: None when the job ended here), or (summary, None, None) when it had already ended."""
         log = job_logger(logger, job_id, cid)
         state = log_state([parse_entry(fields) for _id, fields in entries])
         if state.ended:
             log.info("already ended (redelivered after its end); nothing to do")
-            return {"job_id": job_id, "status": "already-ended"}, None
+            return {"job_id": job_id, "status": "already-ended"}, None, None
         ended = threading.Event()
         outcome: dict[str, Any] = {"job_id": job_id, "status": "lost"}
 
@@ -262,11 +265,12 @@ class WorkerService:
         if state.started:
             log.warning("redelivered (attempt %d): %d tokens already published, seq %d",
                         state.started + 1, state.tokens_done, state.last_seq)
-        self._submit(payload, jp, log, attempt=state.started + 1, cancelled=cancelled)
-        return outcome, ended
+        request = self._request(payload, jp, log, attempt=state.started + 1, cancelled=cancelled)
+        return outcome, ended, request
 
-    def _submit(self, payload: dict, jp: JobPublisher, log: logging.LoggerAdapter, *, attempt: int,
-                cancelled: bool) -> None:
+    def _request(self, payload: dict, jp: JobPublisher, log: logging.LoggerAdapter, *, attempt: int,
+                 cancelled: bool) -> Request | None:
+        """The job's scheduler request; None when it ends here (invalid, or cancelled while queued)."""
         now = time.time()
         try:
             job = Job.model_validate(payload)
@@ -279,13 +283,13 @@ class WorkerService:
             log.warning("rejected: %s", exc)
             self.metrics.failed(error_type)
             self.publisher.call(functools.partial(jp.error, error_type, str(exc), now))
-            return
+            return None
         if cancelled:
             log.info("cancelled before it started")
             self.metrics.finished("cancelled")
             usage = Usage(prompt_tokens=0, completion_tokens=0)
             self.publisher.call(functools.partial(jp.done, "cancelled", usage, None, now))
-            return
+            return None
         log.info("attempt %d, %d prompt tokens, max_tokens %d, priority %d", attempt, len(prompt_ids),
                  job.params.max_tokens, job.priority)
         run = JobRun(self, job, jp, attempt=attempt, prompt_tokens=len(prompt_ids))
@@ -294,17 +298,24 @@ class WorkerService:
             deadline = min(deadline, job.deadline)
         params = job.params if job.params.seed is not None else job.params.model_copy(
             update={"seed": job_seed(job.id)})
+        return Request(job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
+                       new_generation=functools.partial(new_generation, prompt_ids, params, self.tokenizer,
+                                                        self.engine.max_context),
+                       priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
+                       submitted_at=job.created_at, params=params)
+
+    def _hand_over(self, requests: list[Request]) -> None:
+        if not requests:
+            return
         try:
-            self.scheduler.submit(Request(
-                job_id=job.id, prompt_ids=prompt_ids, max_tokens=params.max_tokens, sink=run,
-                new_generation=functools.partial(new_generation, prompt_ids, params, self.tokenizer,
-                                                 self.engine.max_context),
-                priority=job.priority, deadline=deadline, correlation_id=job.correlation_id,
-                submitted_at=job.created_at, params=params))
+            self.scheduler.submit_many(requests)
         except WorkerError as exc:  # the engine is gone (closing, or its process died)
-            log.error("not started: %s", exc)
-            self.metrics.failed(type(exc).__name__)
-            self.publisher.call(functools.partial(jp.error, type(exc).__name__, str(exc), now))
+            now = time.time()
+            for request in requests:
+                run = request.sink
+                run.log.error("not started: %s", exc)
+                self.metrics.failed(type(exc).__name__)
+                self.publisher.call(functools.partial(run.jp.error, type(exc).__name__, str(exc), now))
 
     # ---- liveness
 

@@ -325,3 +325,17 @@ def test_jobs_arriving_during_a_prefill_join_before_the_decode_step_within_the_w
     assert engine.calls[:len(expected)] == expected
     drain(scheduler)
     assert [len(sink.tokens) for sink in sinks] == [4, 4, 4]
+
+
+def test_submit_many_hands_a_group_over_at_once():
+    engine = FakeEngine(max_batch=4)
+    scheduler = Scheduler(engine)
+    sinks = [RecordingSink() for _ in range(3)]
+    scheduler.submit_many([request(f"g{k}", [k + 1], 1, sink) for k, sink in enumerate(sinks)])
+    assert scheduler.n_waiting == 3
+    drain(scheduler)
+    assert engine.calls[0] == ("prefill", [0, 1, 2])  # one pass for the whole group
+    assert [sink.log[-1] for sink in sinks] == [("finished", "length", 1)] * 3
+    scheduler.stop()
+    with pytest.raises(SchedulerClosed, match="job h0: the scheduler has stopped"):
+        scheduler.submit_many([request("h0", [1], 1, RecordingSink())])
