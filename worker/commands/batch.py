@@ -138,7 +138,12 @@ def run(args: argparse.Namespace) -> int:
                     try:
                         handles = client.submit_many([job for _rid, job in part])
                         break
-                    except QueueFull:
+                    except QueueFull:  # all or none: try again later, with fewer if more than one
+                        if window > 1:
+                            for _ in range(window - window // 2):
+                                slots.release()
+                            window //= 2
+                            part = part[:window]
                         time.sleep(0.5)
                 in_flight.update(h.id for h in handles)
                 futures += [pool.submit(follow, rid, h) for (rid, _job), h in zip(part, handles, strict=True)]
