@@ -4,6 +4,9 @@
 #           carry it and set PYTEST_K=" ")
 #   probe   bench/llama_probe.py on the Qwen F16 file: which way of loading the llama.cpp peer works
 #   bench   bench/gpu_bench.py: the CUDA engine, llama.cpp and HF transformers on the same card and files
+#           (BENCH_MODELS=qwen-f16 for one model)
+#   latency bench/decode_latency.py twice on the same card and files: programmatic launches on, then off
+#           (ORCD_PDL=0); LATENCY_MODELS, default qwen; LATENCY_PDL=1: on only
 #   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (with a
 #           py-spy wheel in .whl: the worker and its engine process sampled while busy, $OUT/pyspy-*.raw)
 #   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
@@ -11,12 +14,13 @@
 #           the GPU, and a 512-token prompt's wall vs GPU time
 # Set-up on the dev machine: bench/stage_device.sh (.device with the llama.cpp peer and vocab files, .whl,
 # .cubins); carry them (about 65 MB of the 64 MiB limit: for steps without the peer, carry .device
-# without its llama_cpp tgz). Output under $OUT.
+# without its llama_cpp tgz; WHL=DIR names another wheel folder). Output under $OUT.
 set -u
 source .device/setup.sh || exit 1
-mark=/tmp/site2/.done-$(ls .whl | md5sum | cut -c1-8)  # celery, redis-py, pydantic, ... (worker, tests)
+WHL=${WHL:-.whl}
+mark=/tmp/site2/.done-$(ls $WHL | md5sum | cut -c1-8)  # celery, redis-py, pydantic, ... (worker, tests)
 if [ ! -f $mark ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site2 .whl/*.whl && touch $mark
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site2 $WHL/*.whl && touch $mark
 fi
 export PYTHONPATH=$PWD:/tmp/site2:$PYTHONPATH PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 ORCD_CUBIN_DIR=$PWD/.cubins
 export PATH=/tmp/site2/bin:$PATH
@@ -44,7 +48,7 @@ for step in "$@"; do
         --timeout 40 2>&1 | tee $OUT/llama_probe.log | tail -20 ;;
     bench)
       timeout 560 python3 bench/gpu_bench.py --vocab-dir .device/vocab --workdir $W --out $OUT/bench.jsonl \
-        --section-timeout 150 2>&1 | tee $OUT/bench.log | tail -30 ;;
+        ${BENCH_MODELS:+--models $BENCH_MODELS} --section-timeout 150 2>&1 | tee $OUT/bench.log | tail -30 ;;
     queue1)
       models qwen-f16
       if command -v py-spy >/dev/null; then  # sample the worker (and its engine process) once it is up
@@ -54,6 +58,11 @@ for step in "$@"; do
       fi
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --jobs 64 \
         --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) 2>&1 | tee $OUT/queue1.log | tail -16 ;;
+    latency)
+      for pdl in ${LATENCY_PDL:-1 0}; do
+        ORCD_PDL=$pdl timeout 240 python3 bench/decode_latency.py --out $OUT/latency.jsonl \
+          --models ${LATENCY_MODELS:-qwen} --label pdl=$pdl 2>&1 | tee -a $OUT/latency.log | tail -12
+      done ;;
     burst)
       models qwen-f16
       timeout 120 python3 bench/prefill_burst.py --workdir $W --vocab-dir .device/vocab 2>&1 | tee $OUT/burst.log | tail -6 ;;

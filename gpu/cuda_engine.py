@@ -282,7 +282,8 @@ class CudaEngine(Engine):
 
     def _capture(self, key, enqueue, what: str = "") -> None:
         try:
-            self.graphs.capture(key, enqueue, what)
+            with self.rt.programmatic():  # kernels overlap their predecessors' tails inside the graph
+                self.graphs.capture(key, enqueue, what)
         except GraphError as exc:
             logger.warning("CUDA graphs off, decode launches kernels one by one: %s", exc)
             self.graphs = None

@@ -13,6 +13,8 @@ __device__ __forceinline__ unsigned long long pack(float v, int i) {
 extern "C" __global__ void __launch_bounds__(256) argmax(unsigned long long *__restrict__ best,  // [n_rows]
                                                          const float *__restrict__ logits,  // [n_rows, vocab]
                                                          int vocab) {
+    pdl_launch_dependents();
+    pdl_wait();
     __shared__ unsigned long long s_best[8];
     const float *row = logits + (size_t)blockIdx.y * vocab;
     unsigned long long b = 0;

@@ -7,6 +7,8 @@ extern "C" __global__ void attention_combine(dtype *__restrict__ out,           
                                              const float *__restrict__ part_ml,   // [n_rows, n_heads, S, 2]
                                              const int *__restrict__ pos,         // [n_rows]
                                              int n_splits, int split_len, int head_dim) {
+    pdl_launch_dependents();
+    pdl_wait();
     const size_t rh = (size_t)blockIdx.y * gridDim.x + blockIdx.x;  // row * n_heads + head
     const int used = min(n_splits, pos[blockIdx.y] / split_len + 1);
     const float *ml = part_ml + rh * n_splits * 2;

@@ -27,13 +27,20 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     __shared__ float s_m[WARPS], s_l[WARPS], s_o[WARPS][HEAD_DIM];
     const int h = blockIdx.x, r = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int len = pos[r] + 1;
+    const int len = pos[r] + 1;  // slots and pos are step inputs, written by no kernel
     const int begin = split * split_len, end = min(len, begin + split_len);
-    if (begin >= end) return;  // past the sequence: attention_combine does not read this split
-    const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
-
     const int kvh = h / (n_heads / n_kv_heads);
     const size_t base_off = ((size_t)slots[r] * n_kv_heads + kvh) * max_ctx * HEAD_DIM;
+    // the split's key and value rows into L2 while the kernel before (the q|k|v projection) still runs
+    for (int t = begin + threadIdx.x; t < end; t += blockDim.x)
+        for (int c = 0; c < HEAD_DIM; c += 64) {  // 128-byte lines
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(k_cache + base_off + (size_t)t * HEAD_DIM + c));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(v_cache + base_off + (size_t)t * HEAD_DIM + c));
+        }
+    pdl_launch_dependents();
+    pdl_wait();
+    if (begin >= end) return;  // past the sequence: attention_combine does not read this split
+    const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
     const dtype *qr = q + ((size_t)r * n_heads + h) * HEAD_DIM;
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) s_q[d] = to_f32(qr[d]) * scale;
     __syncthreads();

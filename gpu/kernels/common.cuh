@@ -41,6 +41,16 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Programmatic dependent launch (sm_90). A kernel launched with the programmatic-serialization attribute
+// (the engine's CUDA graphs, `Runtime.programmatic`) may start while the kernel before it still runs:
+// pdl_launch_dependents() lets the next kernel start, pdl_wait() blocks until the previous kernel has
+// finished and its writes are visible. Before pdl_wait() a kernel may read only what no kernel writes
+// (weights) and may write nothing. Launched without the attribute both are no-ops.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() {
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
 // Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
 __device__ __forceinline__ float block_sum(float v) {
     __shared__ float partial[32];

@@ -7,6 +7,8 @@ extern "C" __global__ void embedding(float *__restrict__ out,            // [n_r
                                      const int *__restrict__ pos,        // [n_rows]
                                      const dtype *__restrict__ pos_table,  // [n_ctx, dim] or null
                                      int dim) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int r = blockIdx.x;
     const dtype *row = table + (size_t)ids[r] * dim;
     const dtype *prow = pos_table ? pos_table + (size_t)pos[r] * dim : nullptr;

@@ -6,6 +6,8 @@ extern "C" __global__ void layernorm(dtype *__restrict__ out,      // [n_rows, d
                                      const float *__restrict__ w,  // [dim]
                                      const float *__restrict__ b,  // [dim]
                                      int dim, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
     const float *xr = x + (size_t)blockIdx.x * dim;
     float s = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) s += xr[i];

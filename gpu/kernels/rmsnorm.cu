@@ -5,6 +5,8 @@ extern "C" __global__ void rmsnorm(dtype *__restrict__ out,       // [n_rows, di
                                    const float *__restrict__ x,   // [n_rows, dim]
                                    const float *__restrict__ w,   // [dim]
                                    int dim, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
     const float *xr = x + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
