@@ -30,6 +30,11 @@
 #ifndef PIPE
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
 #endif
+// longest k range per warp prefetched into L2 before pdl_wait: Qwen2.5-0.5B's (at most 28 k blocks) are; a
+// launch over a matrix near L2's size (Phi-3's: 19-100 MB, 96+ k blocks per warp) would evict its own lines
+#ifndef PREFETCH_BLOCKS
+#define PREFETCH_BLOCKS 28
+#endif
 #if PIPE
 #define UNROLL (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1))
 #else  // 7 for 16 rows: the first k blocks' weights, loaded before pdl_wait(), stay live across the loop
@@ -87,16 +92,18 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
     const int k_begin = part * per_part * 32, k_end = n0 < N ? min(K, (part + 1) * per_part * 32) : 0;
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    // Weights depend on no kernel: the first UNROLL k blocks are loaded, and the rest prefetched into L2,
-    // before waiting for the kernel that writes x (with programmatic launch they stream in while it runs).
+    // Weights depend on no kernel: the first UNROLL k blocks are loaded, and the rest of a range of at most
+    // PREFETCH_BLOCKS prefetched into L2, before waiting for the kernel that writes x (with programmatic
+    // launch they stream in while it runs).
     uint4 wv[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
         const int k = k_begin + u * 32 + 8 * t;
         wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
     }
-    for (int k = k_begin + UNROLL * 32 + 8 * t; k < k_end; k += 32)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + k));
+    if (per_part <= PREFETCH_BLOCKS)
+        for (int k = k_begin + UNROLL * 32 + 8 * t; k < k_end; k += 32)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + k));
     pdl_launch_dependents();
     pdl_wait();
 
