@@ -30,16 +30,7 @@
 #ifndef PIPE
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
 #endif
-// longest k range per warp prefetched into L2 before pdl_wait: Qwen2.5-0.5B's (at most 28 k blocks) are; a
-// launch over a matrix near L2's size (Phi-3's: 19-100 MB, 96+ k blocks per warp) would evict its own lines
-#ifndef PREFETCH_BLOCKS
-#define PREFETCH_BLOCKS 28
-#endif
-#if PIPE
-#define UNROLL (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1))
-#else  // 7 for 16 rows: the first k blocks' weights, loaded before pdl_wait(), stay live across the loop
-#define UNROLL (MT == 1 ? (MAX_M <= 8 ? 8 : 7) : (MT == 2 ? 4 : 2))
-#endif
+#define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
 
 __device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
@@ -76,6 +67,10 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     const float *__restrict__ freq_factors,  // [rope_dim / 2] or null
     int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
     extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
+    // Programmatic launch (common.cuh): wait for the kernel that writes x (and reads y) first; let the next
+    // kernel start only once the weights are streamed (below). Loading weights before the wait, or letting
+    // the next kernel in at the start, measured slower: its waiting blocks slowed this one's main loop.
+    pdl_wait();
     const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * 8;  // this block's 8 weight rows
@@ -86,59 +81,51 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
-    // this lane's weights: row n, k = k_begin + 32 j + 8 t for k < k_end (rows past N repeat the last row
-    // and are never written)
-    const dtype *wr = w + (size_t)min(n, N - 1) * K;
-    const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
-    const int k_begin = part * per_part * 32, k_end = n0 < N ? min(K, (part + 1) * per_part * 32) : 0;
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    // Weights depend on no kernel: the first UNROLL k blocks are loaded, and the rest of a range of at most
-    // PREFETCH_BLOCKS prefetched into L2, before waiting for the kernel that writes x (with programmatic
-    // launch they stream in while it runs).
-    uint4 wv[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-        const int k = k_begin + u * 32 + 8 * t;
-        wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
-    }
-    if (per_part <= PREFETCH_BLOCKS)
-        for (int k = k_begin + UNROLL * 32 + 8 * t; k < k_end; k += 32)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + k));
-    pdl_launch_dependents();
-    pdl_wait();
-
-    // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next UNROLL
-    // k blocks are also in flight while these are used
-    for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
-        uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
+    if (n0 < N) {
+        const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
+        const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
+        const int k_end = min(K, (part + 1) * per_part * 32);
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        const int k_begin = part * per_part * 32;
+        // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
+        // UNROLL k blocks are also in flight while these are used
+        uint4 wv[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            const int k = kb + u * 32 + 8 * t, kn = k + UNROLL * 32;
-            if (PIPE)
+            const int k = k_begin + u * 32 + 8 * t;
+            if (PIPE) wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+        }
+        for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
+            uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int k = kb + u * 32 + 8 * t;
+                const int kn = PIPE ? k + UNROLL * 32 : k;
                 wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
-            else if (kb != k_begin)
-                wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+                if (!PIPE) wv[u] = wn[u];
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const int r0 = mt * 16 + g, r1 = r0 + 8;
-                xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
-                xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
+                for (int mt = 0; mt < MT; ++mt) {
+                    const int r0 = mt * 16 + g, r1 = r0 + 8;
+                    xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
+                    xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
+                }
             }
-        }
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            if (kb + u * 32 >= k_end) break;  // warp-uniform
+            for (int u = 0; u < UNROLL; ++u) {
+                if (kb + u * 32 >= k_end) break;  // warp-uniform
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
-                mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
+                    mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
+                }
             }
-        }
-        if (PIPE) {
+            if (PIPE) {
 #pragma unroll
-            for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
+                for (int u = 0; u < UNROLL; ++u) wv[u] = wn[u];
+            }
         }
     }
+    pdl_launch_dependents();  // the next kernel may be scheduled now: only the sums and stores remain
     if (ksplit > 1) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
