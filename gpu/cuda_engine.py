@@ -123,7 +123,8 @@ class CudaEngine(Engine):
         """`decode`, then each row's token [B] int32 sampled on the GPU as `Sampler(params).sample(logits,
         history, step)` would (docs/sampling.md): histories[i] is prompt + output so far, steps[i] the index
         of the token being sampled; seeds must be resolved; logit bias and ignore_eos are refused."""
-        ids = self._decode_sampled(slots, token_ids, params_list, steps, histories, None, False)
+        ids = self._sampled(lambda: self.decode(slots, token_ids), slots, params_list, steps, histories, None,
+                            False)
         bad = np.flatnonzero(ids < 0)
         if bad.size:
             bad_slots = [slots[i] for i in bad]
@@ -156,10 +157,6 @@ class CudaEngine(Engine):
         ids = self._sampled(run_step, slots, params, steps, hists, banned, bool(host_rows))
         ids[host_rows] = -1
         return ids, (self.host_logits[: len(slots)].copy() if host_rows else None)
-
-    def _decode_sampled(self, slots, token_ids, params_list, steps, histories, banned, keep_logits):
-        return self._sampled(lambda: self.decode(slots, token_ids), slots, params_list, steps, histories,
-                             banned, keep_logits)
 
     def _sampled(self, run_step, slots, params_list, steps, histories, banned, keep_logits):
         """run_step (a `decode` or `prefill` of `slots`) with its tokens sampled on the GPU by `_pick`."""
@@ -211,12 +208,7 @@ class CudaEngine(Engine):
             inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch
             inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots  # slot
             self._send_inputs()
-            if self.graphs is not None and bucket in self.graphs:
-                self.graphs.launch(bucket)
-            else:
-                self.forward.decode(bucket)  # the first step of a bucket also compiles its kernels
-                if self.graphs is not None:
-                    self._capture(bucket, partial(self.forward.decode, bucket))
+            self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
             return self._pick(n)
 
     def _pick(self, n: int) -> np.ndarray:
@@ -270,9 +262,7 @@ class CudaEngine(Engine):
                 inputs = self._host_inputs()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
                 self._send_inputs()
-                self.forward.decode(bucket)
-                if self.graphs is not None and bucket not in self.graphs:
-                    self._capture(bucket, partial(self.forward.decode, bucket))
+                self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
             self.rt.synchronize()
         seconds = time.perf_counter() - t0
         logger.info("warm-up: graphs for prefill of %s rows and decode of batch %s captured in %.2f s",
@@ -280,7 +270,17 @@ class CudaEngine(Engine):
                     seconds)
         return seconds
 
-    def _capture(self, key, enqueue, what: str = "") -> None:
+    def _replay(self, key, run, what: str, capture: bool = True) -> None:
+        """Launch key's CUDA graph when it is captured; else `run()` eagerly (the first run of a shape also
+        loads its kernels) and, with `capture`, capture it for the next time."""
+        if self.graphs is not None and key in self.graphs:
+            self.graphs.launch(key)
+            return
+        run()
+        if self.graphs is not None and capture:
+            self._capture(key, run, what)
+
+    def _capture(self, key, enqueue, what: str) -> None:
         try:
             with self.rt.programmatic():  # kernels overlap their predecessors' tails inside the graph
                 self.graphs.capture(key, enqueue, what)
@@ -318,14 +318,8 @@ class CudaEngine(Engine):
         self.forward.gather_last(len(batch), batch[0])
 
     def _run_packed(self, bucket: int) -> None:
-        key = ("prefill", bucket)
-        if self.graphs is not None and key in self.graphs:
-            self.graphs.launch(key)
-            return
-        self.forward.prefill_packed(bucket)  # the first pass of a bucket also loads its kernels
-        if self.graphs is not None:
-            what = f"packed prefill of {bucket} rows"
-            self._capture(key, partial(self.forward.prefill_packed, bucket), what)
+        self._replay(("prefill", bucket), partial(self.forward.prefill_packed, bucket),
+                     f"packed prefill of {bucket} rows")
 
     def _chunks(self, slot: int, tokens: np.ndarray, start: int):
         """Prefill one prompt alone in chunks of PREFILL_CHUNK (context on): yields each chunk's token
@@ -349,13 +343,8 @@ class CudaEngine(Engine):
             yield n
 
     def _run_chunk(self, rows: int) -> None:
-        key = ("chunk", rows)
-        if self.graphs is not None and key in self.graphs:
-            self.graphs.launch(key)
-            return
-        self.forward.prefill(rows)  # the first chunk of a bucket also loads its kernels
-        if self.graphs is not None and rows in pack_buckets(self.forward.rows):
-            self._capture(key, partial(self.forward.prefill, rows), f"prefill chunk of {rows} rows")
+        self._replay(("chunk", rows), partial(self.forward.prefill, rows), f"prefill chunk of {rows} rows",
+                     capture=rows in pack_buckets(self.forward.rows))  # an unpadded tail: not a bucket
 
     def close(self) -> None:
         """Free the engine's device memory and destroy its context; call from the thread that drives it

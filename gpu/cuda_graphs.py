@@ -18,7 +18,8 @@ from .errors import EngineError
 logger = logging.getLogger(__name__)
 
 
-def _driver():
+def driver():
+    """cuda-bindings' driver module (ImportError where it is missing)."""
     try:
         from cuda.bindings import driver
     except ImportError:  # cuda-python < 12.6 spelled it `from cuda import cuda`
@@ -34,7 +35,7 @@ class DecodeGraphs:
     """Instantiated graphs keyed by batch size (or any key: ("prefill", rows)), all on one stream."""
 
     def __init__(self, stream_handle: int):
-        self.cu = _driver()
+        self.cu = driver()
         self.stream = self.cu.CUstream(stream_handle)
         self._execs: dict[Hashable, tuple] = {}  # bucket -> (graph, graph exec)
 
@@ -47,10 +48,9 @@ class DecodeGraphs:
     def __contains__(self, bucket: Hashable) -> bool:
         return bucket in self._execs
 
-    def capture(self, bucket: Hashable, enqueue: Callable[[], None], what: str = "") -> None:
+    def capture(self, bucket: Hashable, enqueue: Callable[[], None], what: str) -> None:
         """Record what `enqueue()` launches on the stream (nothing runs) and instantiate it; `what` names
-        it in the log (default: the decode step of batch `bucket`)."""
-        what = what or f"decode step for batch {bucket}"
+        it in the log and in errors."""
         cu = self.cu
         mode = cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
         self._check(cu.cuStreamBeginCapture(self.stream, mode), "cuStreamBeginCapture")

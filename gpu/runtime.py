@@ -2,12 +2,12 @@
 
 One `Runtime` per engine, owned by the thread that drives it (`activate()` makes its context current
 on another thread). Kernels come from `gpu/kernels/<name>.cu`: a cubin prebuilt by `gpu.kernel_cache`
-when $ORCD_CUBIN_DIR holds one for this source, defines and arch, else compiled by PyCUDA's
-`SourceModule` for the device's own arch with nvcc's cache; one module per (kernel, -D defines),
-launched as prepared calls on the runtime's stream. Inside `programmatic()` (graph capture) the kernels
-that call common.cuh's `pdl_wait()` are launched through cuda-bindings' `cuLaunchKernelEx` with
-programmatic stream serialization instead: each may start while the kernel before it still runs (weights
-stream in meanwhile) and waits for it only where it reads its output. Every allocation is counted by
+when $ORCD_CUBIN_DIR holds one for this source, defines and arch, else compiled by PyCUDA
+(`pycuda.compiler.compile`) for the device's own arch with nvcc's cache; one module per (kernel, -D
+defines), launched as prepared calls on the runtime's stream. Inside `programmatic()` (graph capture) the
+kernels that call common.cuh's `pdl_wait()` are launched through cuda-bindings' `cuLaunchKernelEx` with
+programmatic stream serialization instead: each may be scheduled while the kernel before it finishes and
+waits for it where it reads its output. Every allocation is counted by
 purpose ("weights", "kv_cache", "scratch", ...). Imports PyCUDA: only the CUDA backend imports this module.
 """
 
@@ -214,9 +214,9 @@ class ProgrammaticKernel:
     with `cuLaunchKernelEx` and the programmatic-stream-serialization attribute on the same context."""
 
     def __init__(self, cubin: bytes, name: str, arg_types: str):
-        from .cuda_graphs import _driver
+        from .cuda_graphs import driver
 
-        self.cu = cu = _driver()
+        self.cu = cu = driver()
         self.name = name
         self.module = _checked(cu, cu.cuModuleLoadData(cubin), f"loading {name}")
         self.function = _checked(cu, cu.cuModuleGetFunction(self.module, name.encode()), f"finding {name}")
