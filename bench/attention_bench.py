@@ -32,10 +32,6 @@ sys.path.insert(0, str(ROOT))
 OLD_REV = "be3f7e8"  # the CUDA-core attention_prefill (32 queries x 4 threads, 64-key tiles)
 SHAPES = {"qwen2.5-0.5b": (14, 2, 64, 24), "phi3-mini": (32, 32, 96, 32)}  # heads, kv heads, head_dim, layers
 N, STARTS, MAX_CTX = 512, (0, 512), 1024
-SPIN_SRC = """extern "C" __global__ void spin(long long cycles) {
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) {}
-}"""
 
 
 def flops(n_heads: int, head_dim: int, n: int, start: int) -> float:
@@ -51,26 +47,14 @@ def old_source(args) -> str:
                           check=True).stdout
 
 
-def gpu_ms(rt, spin, fn, reps: int = 7) -> float:
+def gpu_ms(rt, fn) -> float:
     """Median GPU time of one call of fn (a pass over the layers), queued behind a ~6 ms spin."""
-    import pycuda.driver as cuda
+    from gpu_timing import queued_ms  # (bench/ is on the path)
 
-    fn()
-    fn()
-    rt.synchronize()
-    start, end = cuda.Event(), cuda.Event()
-    times = []
-    for _ in range(reps):
-        spin.prepared_async_call((1, 1, 1), (1, 1, 1), rt.stream, 12_000_000)
-        start.record(rt.stream)
-        fn()
-        end.record(rt.stream)
-        end.synchronize()
-        times.append(end.time_since(start))
-    return float(np.median(times))
+    return queued_ms(rt, lambda _: fn(), cycles=12_000_000, batches=7)
 
 
-def bench_one(rt, spin, old_fn, name, shape, start, k_host, v_host, q_host, kcs, vcs, qs, out, dtype):
+def bench_one(rt, old_fn, name, shape, start, k_host, v_host, q_host, kcs, vcs, qs, out, dtype):
     """Old and new kernel on one shape and start: layer 0 against the twin, then passes timed."""
     import pycuda.driver as cuda
 
@@ -105,10 +89,10 @@ def bench_one(rt, spin, old_fn, name, shape, start, k_host, v_host, q_host, kcs,
         layer(0)
         got = from_operand(out.get(), dtype).astype(np.float64)
         errs[label] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
-    t_old = gpu_ms(rt, spin, old_pass)
-    t_new = gpu_ms(rt, spin, new_pass)
-    t_old2 = gpu_ms(rt, spin, old_pass)  # the spread of a repeat
-    t_new2 = gpu_ms(rt, spin, new_pass)
+    t_old = gpu_ms(rt, old_pass)
+    t_new = gpu_ms(rt, new_pass)
+    t_old2 = gpu_ms(rt, old_pass)  # the spread of a repeat
+    t_new2 = gpu_ms(rt, new_pass)
     f = flops(n_heads, hd, N, start) * layers
     row = dict(shape=name, n=N, start=start, layers=layers, old_ms=t_old, old_ms_repeat=t_old2, new_ms=t_new,
                new_ms_repeat=t_new2, new_us_per_layer=1e3 * t_new / layers,
@@ -126,9 +110,6 @@ def run_kernels(args) -> list[dict]:
 
     rt = Runtime(0, args.dtype)
     print(f"card: {rt.name} ({rt.arch}, {rt.n_sm} SMs), operands {args.dtype}", flush=True)
-    spin_mod = SourceModule(SPIN_SRC, arch=rt.arch, no_extern_c=True)
-    spin = spin_mod.get_function("spin")
-    spin.prepare("q")
     src = old_source(args)
     old_fns = {}
     rng = np.random.default_rng(0)
@@ -153,7 +134,7 @@ def run_kernels(args) -> list[dict]:
         out = rt.empty((N, n_heads * hd), rt.operand, "bench")
 
         for start in STARTS:
-            rows.append(bench_one(rt, spin, old_fn, name, SHAPES[name], start, k_host, v_host, q_host,
+            rows.append(bench_one(rt, old_fn, name, SHAPES[name], start, k_host, v_host, q_host,
                                   kcs, vcs, qs, out, args.dtype))
         del kcs, vcs, qs, out
     rt.close()

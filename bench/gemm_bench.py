@@ -129,45 +129,12 @@ class OldGemm:
                   ptr(bias), m, n, k, int(accumulate))
 
 
-_spin: dict = {}
-
-
-def spin_fn(rt):
-    """A one-thread kernel that busy-waits `cycles` clocks: launches queued behind it start back to back."""
-    if rt not in _spin:
-        from pycuda.compiler import SourceModule
-
-        src = ('extern "C" __global__ void spin(long long cycles) { long long t0 = clock64(); '
-               "while (clock64() - t0 < cycles) {} }")
-        fn = SourceModule(src, arch=rt.arch, no_extern_c=True).get_function("spin")
-        fn.prepare("q")
-        _spin[rt] = fn
-    return _spin[rt]
-
-
-def spin(rt, cycles: int) -> None:
-    spin_fn(rt).prepared_async_call((1, 1, 1), (1, 1, 1), rt.stream, np.int64(cycles))
-
-
 def queued_ms(rt, enqueue) -> float:
     """Median ms per launch over REPLAYS batches of REPS launches (enqueue(r)), each batch queued behind a
-    spin kernel so that the events time the GPU alone, not the host's launch cost."""
-    import pycuda.driver as cuda
+    ~5 ms spin kernel so that the events time the GPU alone, not the host's launch cost."""
+    from bench.gpu_timing import queued_ms as gpu_queued_ms
 
-    for r in range(2):
-        enqueue(r)
-    rt.synchronize()
-    start, end = cuda.Event(), cuda.Event()
-    times = []
-    for _ in range(REPLAYS):
-        spin(rt, 10_000_000)  # ~5 ms: the host queues the batch meanwhile
-        start.record(rt.stream)
-        for r in range(REPS):
-            enqueue(r)
-        end.record(rt.stream)
-        end.synchronize()
-        times.append(end.time_since(start) / REPS)
-    return float(np.median(times))
+    return gpu_queued_ms(rt, enqueue, cycles=10_000_000, batches=REPLAYS, per_batch=REPS)
 
 
 def shape_bench(rt, args, old, rows: list, tuned: dict) -> None:
@@ -246,6 +213,7 @@ def one_shape(rt, args, old, spec, rng, tuned: dict) -> dict:
 def e2e(args, baseline, tuned: dict, out: dict) -> None:
     import gpu.ops.gemm as G
     from bench.gpu_bench import write_model
+    from bench.gpu_timing import spin
     from gpu.cuda_engine import CudaEngine
 
     path = write_model(args.workdir, "qwen-f16", args.vocab_dir)

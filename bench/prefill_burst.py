@@ -31,33 +31,15 @@ def timed(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-SPIN = """extern "C" __global__ void spin(long long cycles) {
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) {}
-}"""
-
-
 def gpu_seconds(engine, fn) -> float:
     """GPU time of fn()'s work on the engine's stream (median of 5): the stream is held by a 50 ms spin
     kernel while fn() queues its launches, so host launch time does not count (fn must end in a sync)."""
     import pycuda.driver as cuda
-    from pycuda.compiler import SourceModule
+    from gpu_timing import queued_ms
 
     with engine.rt.activate():
-        spin = SourceModule(SPIN, no_extern_c=True).get_function("spin")
-        cycles = np.int64(cuda.Context.get_device().get_attribute(cuda.device_attribute.CLOCK_RATE) * 50)
-    times = []
-    for _ in range(5):
-        with engine.rt.activate():
-            start, end = cuda.Event(), cuda.Event()
-            spin(cycles, block=(1, 1, 1), grid=(1, 1), stream=engine.rt.stream)
-            start.record(engine.rt.stream)
-        fn()
-        with engine.rt.activate():
-            end.record(engine.rt.stream)
-            end.synchronize()
-            times.append(end.time_since(start) / 1e3)
-    return statistics.median(times)
+        cycles = cuda.Context.get_device().get_attribute(cuda.device_attribute.CLOCK_RATE) * 50  # kHz x ms
+    return queued_ms(engine.rt, lambda _: fn(), cycles=cycles, batches=5, warm_up=0) / 1e3
 
 
 def main() -> None:

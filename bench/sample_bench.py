@@ -70,56 +70,27 @@ def load_baseline(rt, base: Path):
     return mod.pack_params, mod.copy_params, sample
 
 
-SPIN_SRC = """extern "C" __global__ void spin(long long cycles) {
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) {}
-}"""
+def gpu_ms(rt, launch, reps: int = 20) -> float:
+    """GPU ms of one launch: batches of `reps` queued behind a ~11 ms spinning kernel, so the host's launch
+    overhead stays out of it."""
+    from gpu_timing import queued_ms  # (bench/ is on the path)
+
+    return queued_ms(rt, lambda _: launch(), cycles=20_000_000, batches=5, per_batch=reps)
 
 
-class Timer:
-    """GPU time of launches queued behind a spinning kernel: the host's launch overhead stays out of it."""
+def launched_ms(rt, launch, reps: int = 50) -> float:
+    """Event time of one launch on an idle GPU: the launcher's host time included."""
+    import pycuda.driver as cuda
 
-    def __init__(self, rt):
-        from pycuda.compiler import SourceModule
-
-        self.rt = rt
-        self.module = SourceModule(SPIN_SRC, arch=rt.arch, no_extern_c=True)
-        self.spin = self.module.get_function("spin")
-        self.spin.prepare("q")
-
-    def gpu_ms(self, launch, reps: int = 20) -> float:
-        import pycuda.driver as cuda
-
-        rt = self.rt
-        for _ in range(2):
-            launch()
-        rt.synchronize()
-        start, end = cuda.Event(), cuda.Event()
-        times = []
-        for _ in range(5):
-            self.spin.prepared_async_call((1, 1, 1), (1, 1, 1), rt.stream, 20_000_000)  # ~11 ms
-            start.record(rt.stream)
-            for _ in range(reps):
-                launch()
-            end.record(rt.stream)
-            end.synchronize()
-            times.append(end.time_since(start) / reps)
-        return float(np.median(times))
-
-    def launched_ms(self, launch, reps: int = 50) -> float:
-        """Event time of one launch on an idle GPU: the launcher's host time included."""
-        import pycuda.driver as cuda
-
-        rt = self.rt
-        start, end = cuda.Event(), cuda.Event()
-        times = []
-        for _ in range(reps):
-            start.record(rt.stream)
-            launch()
-            end.record(rt.stream)
-            end.synchronize()
-            times.append(end.time_since(start))
-        return float(np.median(times))
+    start, end = cuda.Event(), cuda.Event()
+    times = []
+    for _ in range(reps):
+        start.record(rt.stream)
+        launch()
+        end.record(rt.stream)
+        end.synchronize()
+        times.append(end.time_since(start))
+    return float(np.median(times))
 
 
 def host_us(fn, reps: int = 300) -> float:
@@ -131,7 +102,7 @@ def host_us(fn, reps: int = 300) -> float:
     return round(1e6 * float(np.median(times)), 1)
 
 
-def bench_rows(out, rt, timer: Timer, versions: dict, n: int, rng) -> None:
+def bench_rows(out, rt, versions: dict, n: int, rng) -> None:
     """The kernels at n rows of VOCAB random logits."""
     from gpu.ops import sample as ops
     from gpu.ops.argmax import argmax
@@ -149,8 +120,8 @@ def bench_rows(out, rt, timer: Timer, versions: dict, n: int, rng) -> None:
     cases["argmax (greedy)"] = lambda: argmax(rt, best, logits)
     got = {}
     for label, launch in cases.items():
-        gpu = timer.gpu_ms(launch)
-        launched = timer.launched_ms(launch)
+        gpu = gpu_ms(rt, launch)
+        launched = launched_ms(rt, launch)
         if label.startswith("sample "):
             got[label] = ids.get().tolist()
         record(out, section="kernel", version=label, rows=n, vocab=VOCAB, gpu_ms=round(gpu, 4),
@@ -161,7 +132,7 @@ def bench_rows(out, rt, timer: Timer, versions: dict, n: int, rng) -> None:
     p0 = [p.model_copy(update={"top_k": 0, "top_p": 0.9, "min_p": 0.0}) for p in params]
     dev0 = [rt.to_device(a, "bench") for a in ops.pack_params(p0, [5] * n, [[1, 2, 3]] * n)]
     for label, (_, _, sample) in versions.items():
-        gpu = timer.gpu_ms(lambda s=sample: s(rt, ids, logits, *dev0), reps=2)
+        gpu = gpu_ms(rt, lambda s=sample: s(rt, ids, logits, *dev0), reps=2)
         record(out, section="kernel", version=f"sample {label} (top_k 0, top_p 0.9)", rows=n, vocab=VOCAB,
                gpu_ms=round(gpu, 4), launched_ms=None)
 
@@ -194,9 +165,8 @@ def bench_kernels(out, eng, versions: dict) -> None:
     rt = eng.rt
     rng = np.random.default_rng(0)
     with rt.activate():
-        timer = Timer(rt)
         for n in (1, 32):
-            bench_rows(out, rt, timer, versions, n, rng)
+            bench_rows(out, rt, versions, n, rng)
         bench_host(out, eng, versions)
 
 

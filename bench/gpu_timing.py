@@ -1,0 +1,51 @@
+"""GPU time alone, for the device benches: the launches to time queue up behind a one-thread kernel that
+busy-waits, so the host has queued them all before the first starts, and CUDA events around them measure
+the GPU, not the launchers' host time. pycuda is imported on first use (the benches import this module
+from bench/, which is on the path when they run as scripts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPIN_SRC = """extern "C" __global__ void spin(long long cycles) {
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {}
+}"""
+_spin: dict = {}  # Runtime -> the spin kernel, compiled in its context
+
+
+def spin(rt, cycles: int) -> None:
+    """Hold rt's stream for `cycles` GPU clocks (about 5 ms per 10 million): what is launched meanwhile
+    waits behind it and then runs back to back. rt's context must be current."""
+    if rt not in _spin:
+        from pycuda.compiler import SourceModule
+
+        fn = SourceModule(SPIN_SRC, arch=rt.arch, no_extern_c=True).get_function("spin")
+        fn.prepare("q")
+        _spin[rt] = fn
+    _spin[rt].prepared_async_call((1, 1, 1), (1, 1, 1), rt.stream, np.int64(cycles))
+
+
+def queued_ms(rt, enqueue, *, cycles: int, batches: int, per_batch: int = 1, warm_up: int = 2) -> float:
+    """Median GPU ms per enqueue(r) call: `warm_up` untimed calls (r = 0, 1, ...), then `batches` batches of
+    `per_batch` calls (r = 0 .. per_batch - 1), each batch queued behind spin(rt, cycles) and timed by
+    events on rt's stream. The spin must outlast the host's queuing of a batch; enqueue may sync at its
+    end (the events still bracket its work)."""
+    import pycuda.driver as cuda
+
+    with rt.activate():
+        for r in range(warm_up):
+            enqueue(r)
+        rt.synchronize()
+        start, end = cuda.Event(), cuda.Event()
+        times = []
+        for _ in range(batches):
+            spin(rt, cycles)
+            start.record(rt.stream)
+            for r in range(per_batch):
+                enqueue(r)
+            end.record(rt.stream)
+            end.synchronize()
+            times.append(end.time_since(start) / per_batch)
+    return float(np.median(times))
