@@ -11,8 +11,7 @@ its launcher's tile choice) timed beside the current one, per shape and end to e
 run then also uses the best pair per shape ("tuned").
 The end-to-end part loads the engine, which imports the worker's dependencies (pydantic, ...): on the GPU
 machine install the wheels that bench/stage_device.sh puts in .whl first. Variants: new (gpu/ops/gemm.py as
-is), other-reduce (split partials summed the other way, see FUSED_REDUCE), old (--baseline), tuned (--sweep's
-best pair per shape).
+is), old (--baseline), tuned (--sweep's best pair per shape).
 Each figure is the median over 7 batches of 20 launches that rotate over copies of the weights (so they come
 from device memory, as in the model, not from L2), queued behind a spin kernel so that only GPU time counts;
 torch.matmul's batches are CUDA graphs. Prints the card name first, a table last.
@@ -200,10 +199,6 @@ def one_shape(rt, args, old, spec, rng, tuned: dict) -> dict:
                     best = (ms, cfg.name, s)
         row["best_ms"], row["best_config"], row["best_splits"] = best
         tuned[(n, k)] = (best[1], best[2])
-        if best[2] > 1:  # the same pair with the other reduction of the split partials
-            cfg, s, other = G.CONFIGS[best[1]], best[2], not G.FUSED_REDUCE
-            row["best_fused_ms" if other else "best_unfused_ms"] = queued_ms(
-                rt, lambda r: G.launch(rt, y, a, ws[r % len(ws)], bias, acc, cfg, s, fused=other))
     for arr in (a, *ws, y):
         arr.gpudata.free()
     return row
@@ -231,15 +226,12 @@ def e2e(args, baseline, tuned: dict, out: dict) -> None:
             return G.gemm(rt_, y, a, w, bias, accumulate)
         return G.launch(rt_, y, a, w, bias, accumulate, G.CONFIGS[pick[0]], pick[1])
 
-    default_fused = G.FUSED_REDUCE
-
     def use(variant):
         gemm_fn = {"old": old, "tuned": tuned_gemm}.get(variant, G.gemm)
         for mod in users:
             mod.gemm = gemm_fn
-        G.FUSED_REDUCE = default_fused != (variant == "other-reduce")
 
-    variants = ["new", "other-reduce"] + (["old"] if old is not None else []) + (["tuned"] if tuned else [])
+    variants = ["new"] + (["old"] if old is not None else []) + (["tuned"] if tuned else [])
     for variant in variants:
         use(variant)
         slot = eng.alloc()

@@ -6,12 +6,9 @@
 // Arithmetic order: every output element accumulates its 16-wide k steps in ascending k, from its own row
 // of a and column of w only, so the tile shape, BK and the number of rows M leave its bits unchanged.
 // Split-K (gridDim.z > 1, chosen by the launcher from N and K only): block z covers k in
-// [z * k_len, min(K, (z + 1) * k_len)) and writes its raw sums to part[z, m, n]. Then either gemm_reduce.cu
-// (counters null) or, here, the last block of the tile to finish (an integer counter per tile says which;
-// it resets the counter) adds the partials in ascending z, the residual and the bias:
-// y = (accumulate ? y : 0) + (((part[0] + part[1]) + ...) + part[splits - 1]) + bias, the same bits either way
-// and whichever block comes last (no floating-point atomics). Without a split the epilogue writes
-// y = (accumulate ? y : 0) + acc + bias. M and N are free; K must be a multiple of 8.
+// [z * k_len, min(K, (z + 1) * k_len)) and writes its raw sums to part[z, m, n]; gemm_reduce.cu then adds
+// the partials in ascending z, the residual and the bias (no floating-point atomics). Without a split the
+// epilogue writes y = (accumulate ? y : 0) + acc + bias. M and N are free; K must be a multiple of 8.
 #include "tensor_core.cuh"
 
 #ifndef BM
@@ -76,7 +73,6 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
                                                              const dtype *__restrict__ w,     // [N, K]
                                                              const float *__restrict__ bias,  // [N] or null
                                                              float *__restrict__ part,  // [splits, M, N]
-                                                             int *__restrict__ counters,  // per tile, or null
                                                              int M, int N, int K, int k_len, int accumulate) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     dtype *smem = reinterpret_cast<dtype *>(smem_raw);  // STAGES x ([BM, LDS] a, then [BN, LDS] w)
@@ -198,53 +194,6 @@ extern "C" __global__ void __launch_bounds__(N_THREADS) gemm(float *__restrict__
                     p[0] = acc[i][j][2 * h];
                     if (gn + 1 < N) p[1] = acc[i][j][2 * h + 1];
                 }
-            }
-        }
-    if (counters == nullptr) return;  // gemm_reduce.cu adds them up
-
-    // the last block of this tile to finish adds every split's partials, in ascending z
-    __shared__ int last;
-    __threadfence();  // this thread's partials are visible device-wide before the count says so
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int *count = counters + blockIdx.y * gridDim.x + blockIdx.x;
-        last = atomicAdd(count, 1) == (int)gridDim.z - 1;
-        if (last) *count = 0;  // ready for the next launch
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int gm = row0 + i * 16 + h * 8;
-            if (gm >= M) continue;
-#pragma unroll
-            for (int j = 0; j < NI; ++j) {
-                const int gn = col0 + j * 8;
-                if (gn >= N) continue;
-                const float *p = part + (size_t)gm * N + gn;
-                float v0, v1 = 0.0f;
-                if (even) {
-                    float2 v = __ldcg(reinterpret_cast<const float2 *>(p));
-                    for (int s = 1; s < (int)gridDim.z; ++s) {
-                        const float2 q = __ldcg(reinterpret_cast<const float2 *>(p + s * mn));
-                        v.x += q.x;
-                        v.y += q.y;
-                    }
-                    v0 = v.x;
-                    v1 = v.y;
-                } else {
-                    const bool two = gn + 1 < N;
-                    v0 = __ldcg(p);
-                    if (two) v1 = __ldcg(p + 1);
-                    for (int s = 1; s < (int)gridDim.z; ++s) {
-                        v0 += __ldcg(p + s * mn);
-                        if (two) v1 += __ldcg(p + s * mn + 1);
-                    }
-                }
-                finish_pair(y + (size_t)gm * N, bias, gn, N, v0, v1, accumulate);
             }
         }
 }

@@ -1,14 +1,12 @@
-"""gemm.cu (+ gemm_reduce.cu for unfused split-K): y (+)= a @ w.T + bias on tensor cores, for prompts
+"""gemm.cu (+ gemm_reduce.cu for split-K): y (+)= a @ w.T + bias on tensor cores, for prompts
 longer than gemv takes.
 
 Row invariance: an output element's bits depend on its row of `a`, the weights and the split of K only.
 The kernel accumulates every element in ascending 16-wide k steps whatever its tile shape or BK, so the
 tile config may follow M (`config_for`); the number of K splits changes the arithmetic, so it follows N,
-K and the device alone (`splits_for`). Split partials are summed in ascending split order, either by the
-last block of each tile to finish (`FUSED_REDUCE`, an integer counter per tile picks it) or by
-gemm_reduce.cu: the same bits either way. Partials and counters live in scratch buffers per Runtime
-(purpose "scratch") sized for `ROW_CAP` rows of the largest split shape seen; longer inputs run in row
-chunks of `ROW_CAP` (same arithmetic per row).
+K and the device alone (`splits_for`). Split partials are summed in ascending split order by
+gemm_reduce.cu. They live in a scratch buffer per Runtime (purpose "scratch") sized for `ROW_CAP` rows of
+the largest split shape seen; longer inputs run in row chunks of `ROW_CAP` (same arithmetic per row).
 """
 
 from __future__ import annotations
@@ -67,14 +65,9 @@ SPLIT_ALIGN = 64  # split boundaries fall on multiples of 64 columns of K (every
 MAX_SPLITS = 8
 ROW_CAP = 512  # rows per split-K launch (bounds the scratch: splits x ROW_CAP x N floats)
 M_REF = 512  # the row count the split choice is tuned for (a prefill chunk); the choice never sees M
-# Split partials summed by the last block of each tile (True) or by gemm_reduce.cu (False): same bits; the
-# fused form measured slower (the last blocks add up whole tiles while the rest of the GPU idles: Qwen down
-# 42.9 vs 36.5 us on an H200), so gemm_reduce.cu does it.
-FUSED_REDUCE = False
 SMALL, LARGE, TINY = "64x64x64s4w22", "128x128x64s3w24", "32x64x32s4w22"
 
 _scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> [buffers]; the last is current
-_counters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> [int32 buffers, zeroed]
 _attr_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> {config names: smem limit set}
 
 
@@ -115,21 +108,8 @@ def scratch(rt: Runtime, floats: int):
     return held[-1]
 
 
-def counters(rt: Runtime, tiles: int):
-    """The per-tile arrival counters of the fused split-K reduction, zero between launches (the last
-    block of a tile resets its counter); grown like `scratch`."""
-    held = _counters.setdefault(rt, [])
-    if not held or held[-1].size < tiles:
-        import pycuda.driver as cuda
-
-        buf = rt.empty((max(tiles, 4096),), np.int32, "scratch")
-        cuda.memset_d32(buf.gpudata, 0, buf.size)
-        held.append(buf)
-    return held[-1]
-
-
 def _kernel(rt: Runtime, cfg: Config):
-    fn = rt.kernel("gemm", "PPPPPPiiiii", **cfg.defines)
+    fn = rt.kernel("gemm", "PPPPPiiiii", **cfg.defines)
     done = _attr_set.setdefault(rt, set())
     if cfg.name not in done:
         import pycuda.driver as cuda
@@ -139,10 +119,9 @@ def _kernel(rt: Runtime, cfg: Config):
     return fn
 
 
-def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: int,
-           fused: bool | None = None) -> None:
+def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: int) -> None:
     """y (+)= a @ w.T + bias with this tile config and K split (checked arrays; tests and benchmarks
-    call it to pin a config); `fused` None: FUSED_REDUCE."""
+    call it to pin a config)."""
     m, k = a.shape
     n = w.shape[0]
     if m == 0 or n == 0:
@@ -151,21 +130,15 @@ def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: in
     k_len, splits = split_k(k, splits)
     if splits == 1:
         rt.launch(fn, (blocks(n, cfg.bn), blocks(m, cfg.bm), 1), (cfg.threads, 1, 1), ptr(y), ptr(a), ptr(w),
-                  ptr(bias), 0, 0, m, n, k, k, int(accumulate), shared=cfg.smem)
+                  ptr(bias), 0, m, n, k, k, int(accumulate), shared=cfg.smem)
         return
-    fused = FUSED_REDUCE if fused is None else fused
     part = scratch(rt, splits * ROW_CAP * n)
     threads = (cfg.threads, 1, 1)
     for r0 in range(0, m, ROW_CAP):
         rows = min(ROW_CAP, m - r0)
         ys, as_ = (y, a) if rows == m else (y[r0 : r0 + rows], a[r0 : r0 + rows])  # (a view costs host time)
         grid = (blocks(n, cfg.bn), blocks(rows, cfg.bm), splits)
-        if fused:
-            count = counters(rt, grid[0] * grid[1])
-            rt.launch(fn, grid, threads, ptr(ys), ptr(as_), ptr(w), ptr(bias), ptr(part), ptr(count), rows, n,
-                      k, k_len, int(accumulate), shared=cfg.smem)
-            continue
-        rt.launch(fn, grid, threads, ptr(ys), ptr(as_), ptr(w), 0, ptr(part), 0, rows, n, k, k_len, 0,
+        rt.launch(fn, grid, threads, ptr(ys), ptr(as_), ptr(w), 0, ptr(part), rows, n, k, k_len, 0,
                   shared=cfg.smem)
         per_thread = 4 if n % 4 == 0 else 1
         reduce = rt.kernel("gemm_reduce", "PPPiiii")

@@ -60,25 +60,23 @@ def test_split_choice_depends_on_n_and_k_only(rt):
 
 
 @pytest.mark.parametrize("config", CONFIG_NAMES)
-@pytest.mark.parametrize("split", ["1", "3 fused", "3 unfused"])
+@pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize(("m", "n", "k"), [(77, 517, 1000), (300, 130, 264)])
 @pytest.mark.parametrize("mode", ["plain", "bias+accumulate"])
-def test_config_matches_numpy(rt, rng, config, split, m, n, k, mode):
+def test_config_matches_numpy(rt, rng, config, splits, m, n, k, mode):
     from gpu.ops import gemm as G
-
-    splits, fused = int(split[0]), split.endswith(" fused")
 
     x, x_f = operand(rt, rng.standard_normal((m, k), dtype=np.float32))
     w, w_f = operand(rt, rng.standard_normal((n, k), dtype=np.float32) / np.float32(math.sqrt(k)))
     if mode == "plain":
         y = empty(rt, (m, n), np.float32)
-        G.launch(rt, y, x, w, None, False, G.CONFIGS[config], splits, fused)
+        G.launch(rt, y, x, w, None, False, G.CONFIGS[config], splits)
         want = ref.linear(x_f, w_f)
     else:
         bias = rng.standard_normal(n, dtype=np.float32)
         resid = rng.standard_normal((m, n), dtype=np.float32)
         y = f32(rt, resid)
-        G.launch(rt, y, x, w, f32(rt, bias), True, G.CONFIGS[config], splits, fused)
+        G.launch(rt, y, x, w, f32(rt, bias), True, G.CONFIGS[config], splits)
         want = ref.add(resid, ref.linear(x_f, w_f, bias))
     assert rel_err(get(rt, y), want) <= 1e-4
 
@@ -159,8 +157,8 @@ def test_row_does_not_depend_on_its_neighbours(rt, rng, n, k):
 @pytest.mark.parametrize(("n", "k"), MODEL_SHAPES)
 def test_row_bits_are_the_same_in_every_config(rt, rng, n, k):
     """For each K split the launcher could be given, probe rows computed alone (M = 1, 32 x 64 tiles) and
-    at random places among 700 rows in every tile config, split partials reduced fused or by gemm_reduce,
-    give bitwise equal outputs: the selection may switch configs (and M) without moving a bit."""
+    at random places among 700 rows in every tile config give bitwise equal outputs: the selection may
+    switch configs (and M) without moving a bit."""
     import pycuda.driver as cuda
 
     from gpu.ops import gemm as G
@@ -184,9 +182,9 @@ def test_row_bits_are_the_same_in_every_config(rt, rng, n, k):
             yi = f32(rt, probe_resid[i : i + 1])
             G.launch(rt, yi, xi, w, bias, True, G.CONFIGS["32x64x32s4w22"], splits)
             alone.append(get(rt, yi)[0])
-        for c, name in enumerate(CONFIG_NAMES):
+        for name in CONFIG_NAMES:
             cuda.memcpy_htod(y.gpudata, resid)
-            G.launch(rt, y, x, w, bias, True, G.CONFIGS[name], splits, fused=c % 2 == 0)
+            G.launch(rt, y, x, w, bias, True, G.CONFIGS[name], splits)
             rt.synchronize()
             for i, row in enumerate(where):
                 got = y[int(row) : int(row) + 1].get()[0]
@@ -202,7 +200,7 @@ def test_split_k_is_deterministic_and_uses_one_scratch(rt, rng):
     outs = []
     for _ in range(3):
         y = empty(rt, (m, n), np.float32)
-        G.launch(rt, y, x, w, None, False, G.CONFIGS["128x128x64s3w24"], 4, fused=len(outs) % 2 == 0)
+        G.launch(rt, y, x, w, None, False, G.CONFIGS["128x128x64s3w24"], 4)
         outs.append(get(rt, y))
     assert all(np.array_equal(o, outs[0]) for o in outs)
     held = rt.allocated["scratch"]
