@@ -61,7 +61,7 @@ def load_baseline(rt, base: Path):
         fn = module.get_function("sample")
         fn.prepare("PPPPPPPii")
 
-    def sample(rt_, ids, logits, fparams, iparams, window, window_len, draws=None):
+    def sample(rt_, ids, logits, fparams, iparams, window, window_len, draws=None, work=None):
         n, vocab = logits.shape
         rt_.launch(fn, (n, 1, 1), (1024, 1, 1), ptr(ids), ptr(logits), ptr(fparams), ptr(iparams),
                    ptr(window), ptr(window_len), ptr(draws), vocab, window.shape[1])
@@ -147,12 +147,12 @@ def bench_host(out, eng, versions: dict, n: int = 32) -> None:
     logits = rt.empty((n, VOCAB), np.float32, "bench")
     ids = rt.empty((n,), np.int32, "bench")
     for label, (pack, copy, sample) in versions.items():
-        eng.sample_bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)
+        eng.sampler.bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)
         steps = iter(range(10**6))
         pack_us = host_us(lambda p=pack, st=steps: p(params, [next(st)] * n, histories))
         host = pack(params, [7] * n, histories)
-        copy_us = host_us(lambda c=copy, h=host: (c(rt, eng.sample_bufs, h), rt.synchronize()))
-        views = copy(rt, eng.sample_bufs, host)
+        copy_us = host_us(lambda c=copy, h=host: (c(rt, eng.sampler.bufs, h), rt.synchronize()))
+        views = copy(rt, eng.sampler.bufs, host)
         launch_us = host_us(lambda s=sample, v=views: s(rt, ids, logits, *v), reps=100)
         rt.synchronize()
         record(out, section="host", version=label, rows=n, pack_us=pack_us, copy_sync_us=copy_us,
@@ -179,12 +179,13 @@ def run_greedy(eng, slots, ids):
 
 def run_sampled(eng, slots, ids, fns):
     import gpu.cuda_engine as ce
+    import gpu.cuda_sampler as cs
     from gpu.ops import sample as ops
 
     batch = len(slots)
-    current = (ce.pack_params, ce.copy_params, ce.sample)
-    eng.sample_bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)  # the other version wrote the buffers
-    ce.pack_params, ce.copy_params, ce.sample = fns
+    current = (ce.pack_params, cs.copy_params, cs.sample)
+    eng.sampler.bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)  # the other version wrote the buffers
+    ce.pack_params, cs.copy_params, cs.sample = fns
     try:
         params = bench_params(batch)
         histories = [[t] for t in ids]
@@ -195,7 +196,7 @@ def run_sampled(eng, slots, ids, fns):
                 h.append(t)
         return time.perf_counter() - t0
     finally:
-        ce.pack_params, ce.copy_params, ce.sample = current
+        ce.pack_params, cs.copy_params, cs.sample = current
 
 
 def bench_engine(out, eng, versions: dict) -> None:

@@ -26,12 +26,13 @@ import pycuda.driver as cuda
 
 from .cuda_forward import CudaForward, pack_splits
 from .cuda_graphs import DecodeGraphs, GraphError
+from .cuda_sampler import DeviceSampler, PendingPick, ban_rectangles
 from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
 from .errors import EngineError, InvalidInput, OutOfMemory, SamplingError
 from .ops.argmax import argmax, ids_from_packed
 from .ops.attention_decode import n_splits
-from .ops.sample import copy_params, pack_params, sample
+from .ops.sample import pack_params
 from .params import SamplingParams
 from .prefill_plan import pack_bucket, pack_buckets, packable, plan_prefill
 from .runtime import Runtime, device_count
@@ -42,8 +43,6 @@ __all__ = ["CudaEngine", "device_count"]
 
 PREFILL_CHUNK = 512  # tokens per prefill forward (longer prompts run in several)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-NEG_INF_F32 = 0xFF800000  # the bits of float32 -inf
-_memset_2d = getattr(cuda, "memset_d2d32_async", None)  # cuMemsetD2D32Async: one call per ban rectangle
 
 
 class CudaEngine(Engine):
@@ -62,17 +61,12 @@ class CudaEngine(Engine):
         self._inputs_sent = None  # an event after the last copy out of host_inputs (rewrite it after that)
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
+        self.sampler = DeviceSampler(rt, max_batch, self.max_context, config.vocab_size)
+        self._fed: dict[int, int] = {}  # slot -> its row in the last launch_decode (its token in forward.fed)
         self._greedy = False  # decode_greedy: return argmax ids instead of logits
         self._sample_host = None  # decode_sample: pack_params' arrays for this step
         self._bans: list[tuple[int, int, int, int]] = []  # decode_mixed: ban_rectangles set to -inf
         self._keep_logits = False  # decode_mixed: copy the raw logits to host_logits too
-        i32 = np.int32
-        self.sample_bufs = {"fparams": rt.empty((max_batch, 6), np.float64, "sampling"),
-                            "iparams": rt.empty((max_batch, 4), np.uint32, "sampling"),
-                            "window": rt.empty((max_batch * self.max_context,), i32, "sampling"),
-                            "window_len": rt.empty((max_batch,), i32, "sampling"),
-                            "ids": rt.empty((max_batch,), i32, "sampling")}
-        self.host_ids = cuda.pagelocked_empty((max_batch,), np.int32)
         self.graphs = None
         if use_graphs:
             try:
@@ -158,8 +152,50 @@ class CudaEngine(Engine):
         ids[host_rows] = -1
         return ids, (self.host_logits[: len(slots)].copy() if host_rows else None)
 
-    def _sampled(self, run_step, slots, params_list, steps, histories, banned, keep_logits):
-        """run_step (a `decode` or `prefill` of `slots`) with its tokens sampled on the GPU by `_pick`."""
+    def launch_decode(self, slots: list[int], token_ids: list[int | None], params_list, steps: list[int],
+                      histories: list[list[int]], banned: list[tuple[int, ...]] | None = None) -> PendingPick:
+        """Queue one `decode_sample` step and return without waiting: the pick's `ids()` waits for its
+        tokens. token_ids[i] None feeds slots[i] the token that the last launched step picked for it, still
+        on the device, so the next step can be queued before this one's tokens are read and the host's work
+        on them overlaps the GPU's next step. A fed row must not use penalties (its window would need the
+        unread token). The slots' lengths grow at once: a step launched past a sequence's end (a stop token
+        seen only when its pick is read) writes a position nobody reads; free the slot as usual."""
+        n = len(slots)
+        if len(token_ids) != n:
+            raise InvalidInput(f"{n} slots but {len(token_ids)} token_ids")
+        fed = {}
+        for i, (slot, token) in enumerate(zip(slots, token_ids, strict=True)):
+            if token is None:
+                if slot not in self._fed:
+                    raise InvalidInput(f"slot {slot}: nothing to feed (the last launched step picked no "
+                                       "token for it)")
+                if i < len(params_list) and params_list[i].penalises:
+                    raise InvalidInput(f"slot {slot}: a fed row cannot use penalties (its window needs the "
+                                       "token not yet read)")
+                fed[i] = self._fed[slot]
+        host, bans = self._sample_inputs(slots, params_list, steps, histories, banned)
+        tokens = self._check_batch(slots, [[0 if t is None else t] for t in token_ids], "token_ids")
+        starts = [self.slots.reserve(slot, 1) for slot in slots]
+        bucket = next(b for b in self.buckets if b >= n)
+        with self.rt.activate(), _engine_errors("decode", slots):
+            inputs = self._host_inputs()
+            inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch
+            inputs[0, :n] = [-(fed[i] + 1) if i in fed else int(t[0]) for i, t in enumerate(tokens)]
+            inputs[1, :n], inputs[2, :n] = starts, slots
+            self._send_inputs()
+            self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
+            pick = self.sampler.queue(self.forward.logits[:n], self.forward.fed, host, bans)
+        for slot in slots:
+            self.slots.commit(slot, 1)
+        self._fed = {slot: i for i, slot in enumerate(slots)}
+        return pick
+
+    def free(self, slot: int) -> None:
+        super().free(slot)
+        self._fed.pop(slot, None)
+
+    def _sample_inputs(self, slots, params_list, steps, histories, banned):
+        """Checked `pack_params` arrays and `ban_rectangles` for sampling the rows of `slots`."""
         host = pack_params(params_list, steps, histories)
         if len(params_list) != len(slots):
             raise InvalidInput(f"{len(slots)} slots but {len(params_list)} params")
@@ -168,7 +204,11 @@ class CudaEngine(Engine):
         bad = [t for ids in banned or () for t in ids if not 0 <= t < self.config.vocab_size]
         if bad:
             raise InvalidInput(f"banned id {bad[0]} outside [0, {self.config.vocab_size})")
-        bans = ban_rectangles(banned or [])
+        return host, ban_rectangles(banned or [])
+
+    def _sampled(self, run_step, slots, params_list, steps, histories, banned, keep_logits):
+        """run_step (a `decode` or `prefill` of `slots`) with its tokens sampled on the GPU by `_pick`."""
+        host, bans = self._sample_inputs(slots, params_list, steps, histories, banned)
         self._sample_host, self._bans, self._keep_logits = host, bans, keep_logits
         try:
             return run_step()
@@ -178,6 +218,7 @@ class CudaEngine(Engine):
     # --- backend hooks -------------------------------------------------------------------------------
     def _prefill(self, slots: list[int], tokens: list[np.ndarray], starts: list[int]) -> np.ndarray:
         n = len(slots)
+        self._forget_fed(slots)
         with self.rt.activate(), _engine_errors("prefill", slots):
             for batch in plan_prefill([len(t) for t in tokens], starts, self.forward.rows):
                 i = batch[0]
@@ -190,6 +231,7 @@ class CudaEngine(Engine):
             return self._pick(n)  # [B, vocab] logits, or the tokens picked on the GPU
 
     def _prefill_all(self, slot: int, tokens: np.ndarray, start: int) -> np.ndarray:
+        self._forget_fed([slot])
         out = []
         with self.rt.activate(), _engine_errors("prefill", [slot]):
             for n in self._chunks(slot, tokens, start):
@@ -202,6 +244,7 @@ class CudaEngine(Engine):
 
     def _decode(self, slots: list[int], token_ids: np.ndarray, starts: list[int]) -> np.ndarray:
         n = len(slots)
+        self._forget_fed(slots)
         bucket = next(b for b in self.buckets if b >= n)
         with self.rt.activate(), _engine_errors("decode", slots):
             inputs = self._host_inputs()
@@ -210,6 +253,11 @@ class CudaEngine(Engine):
             self._send_inputs()
             self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
             return self._pick(n)
+
+    def _forget_fed(self, slots: list[int]) -> None:
+        """These slots move on without launch_decode: the tokens it picked for them are no longer theirs."""
+        for slot in slots:
+            self._fed.pop(slot, None)
 
     def _pick(self, n: int) -> np.ndarray:
         """After a step that left next-token logits in forward.logits[:n] (stream-ordered): what the call
@@ -224,20 +272,7 @@ class CudaEngine(Engine):
         if self._sample_host is not None:
             if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
                 cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
-            pitch = 4 * self.config.vocab_size  # bytes per logits row
-            for row, n_rows, token, width in self._bans:  # stream-ordered: after the step, before the sampler
-                dest = int(logits.gpudata) + row * pitch + 4 * token
-                if _memset_2d is not None:
-                    _memset_2d(dest, pitch, NEG_INF_F32, width, n_rows, self.rt.stream)
-                else:
-                    for r in range(n_rows):
-                        cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, self.rt.stream)
-            views = copy_params(self.rt, self.sample_bufs, self._sample_host)
-            ids = self.sample_bufs["ids"][:n]
-            sample(self.rt, ids, logits, *views)
-            cuda.memcpy_dtoh_async(self.host_ids[:n], ids.gpudata, self.rt.stream)
-            self.rt.synchronize()
-            return self.host_ids[:n].copy()
+            return self.sampler.queue(logits, self.sampler.ids, self._sample_host, self._bans).ids()
         host = self.host_logits[:n]
         cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
         self.rt.synchronize()
@@ -353,7 +388,7 @@ class CudaEngine(Engine):
             self.rt.context.push()
         if self.graphs is not None:
             self.graphs.close()
-        del self.forward, self.weights, self.sample_bufs  # freed while the context is current here
+        del self.forward, self.weights, self.sampler  # freed while the context is current here
         self.rt.close()  # detaches the current context: destroyed and popped off this thread's stack
 
 
@@ -372,26 +407,6 @@ class _engine_errors:
                 raise OutOfMemory(f"{self.what} of slots {self.slots}: {exc}") from exc
             raise EngineError(f"{self.what} of slots {self.slots}: CUDA error: {exc}") from exc
         return False
-
-
-def ban_rectangles(banned) -> list[tuple[int, int, int, int]]:
-    """(first row, rows, first id, ids) rectangles that cover exactly each row's banned ids: rows in a
-    run with the same set share them, consecutive ids share one (ignore_eos bans one set everywhere)."""
-    out, row = [], 0
-    while row < len(banned):
-        ids = sorted(set(banned[row]))
-        end = row + 1
-        while end < len(banned) and sorted(set(banned[end])) == ids:
-            end += 1
-        i = 0
-        while i < len(ids):
-            j = i + 1
-            while j < len(ids) and ids[j] == ids[j - 1] + 1:
-                j += 1
-            out.append((row, end - row, ids[i], j - i))
-            i = j
-        row = end
-    return out
 
 
 def estimate_bytes(gguf, config, operand_size: int, max_batch: int, max_context: int) -> int:

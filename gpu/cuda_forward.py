@@ -62,6 +62,8 @@ class CudaForward:
         self.inputs = rt.empty((4, rows), np.int32, "scratch")  # token ids, positions, slots, last rows
         self.ids, self.pos, self.slots, self.last = (self.inputs[i] for i in range(4))
         self.best = rt.empty((max_rows,), np.uint64, "scratch")  # greedy picks, packed (decode_greedy)
+        self.fed = rt.empty((max_rows,), np.int32, "sampling")  # tokens picked by the last launched step:
+        # an input id -(j + 1) embeds fed[j] (CudaEngine.launch_decode)
         self.x = rt.empty((rows, c.dim), f32, "scratch")  # residual stream
         self.h = rt.empty((rows, c.dim), op, "scratch")  # normed
         self.qkv = rt.empty((rows, c.qkv_dim), f32, "scratch")
@@ -157,7 +159,7 @@ class CudaForward:
         x, h, qkv, q, att = self.x[:n], self.h[:n], self.qkv[:n], self.q[:n], self.att[:n]
         gu, act = self.gu[:n], self.act[:n]
         rope_dim = c.rope_dim if w.rope != "none" else 0
-        embedding(rt, x, self.ids[:n], w.token_embd, self.pos[:n], w.pos_embd)
+        embedding(rt, x, self.ids[:n], w.token_embd, self.pos[:n], w.pos_embd, fed=self.fed)
         for i, layer in enumerate(w.layers):
             self._norm(h, x, layer.attn_norm, layer.attn_norm_bias)
             if fused:  # q|k|v projection with RoPE and the cache append in its epilogue

@@ -115,6 +115,12 @@ class Generation:
         return self.device_params is not None
 
     @property
+    def length_ends_next(self) -> bool:
+        """True when the next token accepted ends this generation by length (`max_tokens`, the context)."""
+        return len(self.output_ids) + 1 >= self.params.max_tokens or (
+            self.max_context is not None and len(self._history) + 1 >= self.max_context)
+
+    @property
     def text(self) -> str:
         """Everything emitted so far."""
         return "".join(self._texts)

@@ -60,6 +60,12 @@ class SamplingParams(BaseModel):
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def penalises(self) -> bool:
+        """True when the penalties change any logit (they look back and one of them is not neutral)."""
+        neutral = (self.repetition_penalty, self.presence_penalty, self.frequency_penalty) == (1.0, 0.0, 0.0)
+        return bool(self.penalty_last_n) and not neutral
+
     def resolve_seed(self) -> SamplingParams:
         """These parameters with a concrete seed: unchanged if set, else a fresh random one."""
         if self.seed is not None:

@@ -22,6 +22,14 @@ def embedding(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return table[np.asarray(ids, dtype=np.int64)]  # [T, dim]
 
 
+def feed_ids(ids: np.ndarray, fed: np.ndarray) -> np.ndarray:
+    """The ids embedding.cu looks up: ids [T], where -(j + 1) stands for fed[j] (a token picked on the
+    device by an earlier step; a negative one, a failed pick, reads row 0)."""
+    ids = np.asarray(ids, dtype=np.int64)  # [T]
+    from_fed = np.maximum(np.asarray(fed, dtype=np.int64)[np.maximum(-ids - 1, 0)], 0)  # [T]
+    return np.where(ids < 0, from_fed, ids)
+
+
 def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Residual add."""
     return x + y

@@ -4,7 +4,8 @@
 prefilled together, running ones decode together, and finished ones give their slot back at once.
 Each request's tokens depend only on its own prompt, parameters and seed (see gpu.sampling).
 
-`decode_rows` + `advance` are the one decode step every loop uses (these two and worker.scheduler), and
+`decode_rows` + `advance` are the one decode step every loop uses (these two and worker.scheduler, through
+`gpu.decode_ahead`, which queues the next step before reading a step's tokens where the engine can), and
 `prefill_rows` its twin for the first token: an engine with `decode_mixed` / `prefill_mixed` (CUDA)
 picks the tokens of device-sampleable sequences itself and returns logits only for the others; any
 other engine returns logits and every token is sampled on the host.
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .decode_ahead import DecodeAhead
 from .errors import EngineError, KVCacheFull, SamplingError
 from .generation import Generation, StepResult, TokenizerLike
 from .params import SamplingParams
@@ -111,6 +113,7 @@ def _run(engine: Any, ready: list, failed: list,
     yield from failed
     waiting = deque(ready)
     running: dict[int, tuple[int, Generation, Callable[[], bool] | None]] = {}  # slot -> request
+    ahead = DecodeAhead(engine)
     try:
         while waiting or running:
             admitted: list[int] = []
@@ -131,7 +134,7 @@ def _run(engine: Any, ready: list, failed: list,
                     del running[slot]
                     yield index, generation.cancel()
             if running:
-                yield from _decode(engine, running, t)
+                yield from _decode(engine, ahead, running, t)
     finally:
         for slot in running:
             engine.free(slot)
@@ -150,12 +153,12 @@ def _prefill(engine: Any, running: dict, slots: list[int], t: Timings,
     yield from _retire(engine, running, results, t)
 
 
-def _decode(engine: Any, running: dict, t: Timings) -> Iterator[tuple[int, StepResult]]:
+def _decode(engine: Any, ahead: DecodeAhead, running: dict, t: Timings) -> Iterator[tuple[int, StepResult]]:
     slots = list(running)
     generations = [running[s][1] for s in slots]
     t0 = time.perf_counter()
-    rows = decode_rows(engine, slots, [g.output_ids[-1] for g in generations], generations)
-    results = [(slot, advance(g, row)) for slot, g, row in zip(slots, generations, rows, strict=True)]
+    rows = ahead.rows(slots, [g.output_ids[-1] for g in generations], generations)
+    results = [(slots[i], advance(generations[i], row)) for i, row in rows]
     t.decode_s += time.perf_counter() - t0
     t.decode_tokens += sum(r.token_id is not None for _, r in results)
     yield from _retire(engine, running, results, t)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gpu.decode_ahead import DecodeAhead
 from gpu.errors import KVCacheFull
-from gpu.runner import advance, decode_rows, prefill_rows
+from gpu.runner import advance, prefill_rows
 
 from .errors import ContextTooLong, DeadlineExceeded, InvalidJob, SchedulerClosed
 from .joblog import JobLogger, job_logger
@@ -118,6 +119,7 @@ class Scheduler:
                  on_turn: Callable[[], None] = lambda: None, metrics: WorkerMetrics | None = None,
                  admit_window_s: float = 0.0) -> None:
         self.engine = engine
+        self.ahead = DecodeAhead(engine)  # the next decode step queued while this one's tokens are handled
         self.admit_window_s = admit_window_s  # per turn: keep prefilling arrivals this long before decoding
         self.metrics = metrics or WorkerMetrics()
         self.on_turn = on_turn  # after each prefill and each turn (the publisher's cue to write)
@@ -329,14 +331,14 @@ class Scheduler:
         batch = list(self._running)
         t0 = time.perf_counter()
         try:
-            rows = decode_rows(self.engine, [r.slot for r in batch], [r.last_token for r in batch],
-                               [r.generation for r in batch])
+            rows = self.ahead.rows([r.slot for r in batch], [r.last_token for r in batch],
+                                   [r.generation for r in batch])
         except Exception as exc:
             logger.exception("decode of %d jobs failed (%s)", len(batch), _ids(batch))
             self._fail_all(batch, exc)
             return
         self.metrics.engine_step("decode", time.perf_counter() - t0)
-        self._advance(batch, rows)
+        self._advance([batch[i] for i, _ in rows], [row for _, row in rows])
 
     def _advance(self, batch: list[_Running], rows: Any) -> None:
         """Each job's row (logits [vocab], or a token the engine picked) through its generation."""

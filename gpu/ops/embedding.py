@@ -8,8 +8,10 @@ from ..runtime import Runtime, ptr
 from . import check
 
 
-def embedding(rt: Runtime, out, ids, table, pos, pos_table=None) -> None:
-    """out [n, dim] f32 = table[ids] (+ pos_table[pos]); ids, pos [n] int32 on the device."""
+def embedding(rt: Runtime, out, ids, table, pos, pos_table=None, fed=None) -> None:
+    """out [n, dim] f32 = table[ids] (+ pos_table[pos]); ids, pos [n] int32 on the device. With `fed`
+    (int32 on the device), an id -(j + 1) stands for fed[j], a token picked on the device by an earlier
+    step (`gpu.reference.feed_ids` is the twin of that lookup)."""
     n, dim = out.shape
     check(out, "out", np.float32, (n, dim))
     check(ids, "ids", np.int32, (n,))
@@ -17,5 +19,8 @@ def embedding(rt: Runtime, out, ids, table, pos, pos_table=None) -> None:
     check(table, "table", rt.operand, (-1, dim))
     if pos_table is not None:
         check(pos_table, "pos_table", rt.operand, (-1, dim))
-    fn = rt.kernel("embedding", "PPPPPi")
-    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(ids), ptr(table), ptr(pos), ptr(pos_table), dim)
+    if fed is not None:
+        check(fed, "fed", np.int32, (-1,))
+    fn = rt.kernel("embedding", "PPPPPPi")
+    rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(ids), ptr(fed), ptr(table), ptr(pos), ptr(pos_table),
+              dim)

@@ -116,11 +116,9 @@ def _packed_row(i: int, p: SamplingParams) -> tuple:
         raise InvalidInput(f"params_list[{i}].seed: None; resolve_seed() once per request")
     if p.logit_bias or p.ignore_eos:
         raise InvalidInput(f"params_list[{i}]: logit_bias / ignore_eos are not sampled on the GPU")
-    penalised = p.penalty_last_n and not (p.repetition_penalty == 1.0 and p.presence_penalty == 0.0
-                                          and p.frequency_penalty == 0.0)
     row = (p, (p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.presence_penalty,
                p.frequency_penalty), (min(p.top_k, 2**32 - 1), p.seed & 0xFFFFFFFF, p.seed >> 32),
-           p.penalty_last_n if penalised else 0)
+           p.penalty_last_n if p.penalises else 0)
     if len(_rows) >= 4096:
         _rows.clear()
     _rows[id(p)] = row  # holds p: its id stays its own while cached

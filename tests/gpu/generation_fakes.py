@@ -184,3 +184,46 @@ class DeviceSamplingEngine:
             except SamplingError:
                 pass
         return ids, (logits if any(host) else None)
+
+
+class AheadEngine(DeviceSamplingEngine):
+    """DeviceSamplingEngine plus ``launch_decode`` (as CudaEngine's): the step runs at once but its ids come
+    back through the returned pick's ``ids()``; a None token feeds the slot the token the last launch
+    picked for it. ``events`` records ("launch", slots) and ("read", launch number) in order."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.fed: dict[int, int] = {}
+        self.events: list[tuple[str, object]] = []
+
+    def launch_decode(self, slots, token_ids, params_list, steps, histories, banned=None):
+        tokens = []
+        for slot, token, params in zip(slots, token_ids, params_list, strict=True):
+            if token is None:
+                if slot not in self.fed or params.penalises:
+                    raise InvalidInput(f"slot {slot}: nothing to feed, or a fed row with penalties")
+                token = max(self.fed[slot], 0)
+            tokens.append(token)
+        ids, _ = self.decode_mixed(slots, tokens, params_list, steps, histories, banned)
+        self.fed = dict(zip(slots, ids.tolist(), strict=True))
+        number = sum(kind == "launch" for kind, _ in self.events)
+        self.events.append(("launch", list(slots)))
+        return _Pick(self.events, number, ids)
+
+    def free(self, slot: int) -> None:
+        self.fed.pop(slot, None)
+        self.inner.free(slot)
+
+    def prefill_mixed(self, slots, prompts, params_list, steps, histories, banned=None):
+        for slot in slots:
+            self.fed.pop(slot, None)
+        return super().prefill_mixed(slots, prompts, params_list, steps, histories, banned)
+
+
+class _Pick:
+    def __init__(self, events: list, number: int, ids: np.ndarray) -> None:
+        self.events, self.number, self._ids = events, number, ids
+
+    def ids(self) -> np.ndarray:
+        self.events.append(("read", self.number))
+        return self._ids

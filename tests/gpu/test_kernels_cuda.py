@@ -33,6 +33,12 @@ def test_embedding(rt, rng):
     assert rel_err(get(rt, out), want) <= 1e-6
     embedding(rt, out, ints(rt, ids), table, ints(rt, pos), None)
     assert rel_err(get(rt, out), ref.embedding(table_f, ids)) <= 1e-6
+    fed = rng.integers(0, vocab, 12)
+    fed[3] = -1  # a failed pick: row 0
+    mixed = np.where(np.arange(n) % 2 == 0, -(rng.integers(0, 12, n) + 1), ids)
+    mixed[1] = -4  # fed[3]
+    embedding(rt, out, ints(rt, mixed), table, ints(rt, pos), None, fed=ints(rt, fed))
+    assert np.array_equal(get(rt, out), ref.embedding(table_f, ref.feed_ids(mixed, fed)))  # a gather: exact
 
 
 @pytest.mark.parametrize(("n", "dim"), [(1, 64), (5, 333), (3, 3072)])

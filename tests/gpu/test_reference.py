@@ -41,6 +41,11 @@ def test_embedding_gathers_rows(rng):
     np.testing.assert_array_equal(out[3], out[0])
 
 
+def test_feed_ids_takes_negative_ids_from_the_fed_tokens():
+    fed = np.array([7, -1, 12])
+    assert ref.feed_ids(np.array([5, -1, -3, -2, 0]), fed).tolist() == [5, 7, 12, 0, 0]
+
+
 @pytest.mark.parametrize("shape", [(1, 7), (5, 64), (3, 577)])
 def test_rmsnorm_matches_float64(rng, shape):
     x, w = rand(rng, *shape), rand(rng, shape[-1])

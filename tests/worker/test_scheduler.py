@@ -297,6 +297,43 @@ def test_decode_goes_through_the_engines_device_sampling():
     assert engine.mixed_calls == [[False, True, False, True]] * 5  # jobs 1 and 3 want logprobs
 
 
+def test_decode_steps_queued_ahead_give_the_same_jobs_and_cancel_within_a_step():
+    from gpu.generation import Generation
+    from gpu.params import SamplingParams
+    from tests.gpu.generation_fakes import BOS, AheadEngine, ByteTokenizer, hashed_logits
+    from tests.gpu.generation_fakes import FakeEngine as LogitsEngine
+
+    tok = ByteTokenizer()
+    params = [SamplingParams(max_tokens=3 + i, seed=21 + i, ignore_eos=i % 2 == 0) for i in range(5)]
+
+    def serve(engine, cancel_after: int | None = None) -> list[RecordingSink]:
+        cancelled: set[str] = set()
+        scheduler = Scheduler(engine, cancelled=lambda ids: cancelled & set(ids))
+        sinks = [RecordingSink() for _ in params]
+        for i, (p, sink) in enumerate(zip(params, sinks, strict=True)):
+            prompt = [BOS, 50 + i]
+            scheduler.submit(Request(job_id=f"j{i}", prompt_ids=prompt, max_tokens=p.max_tokens, sink=sink,
+                                     new_generation=lambda p=p, prompt=prompt: Generation(prompt, p, tok)))
+        for _ in range(100):
+            if cancel_after is not None and len(sinks[4].tokens) >= cancel_after:
+                cancelled.add("j4")
+            if not scheduler.run_once() and not scheduler.n_waiting:
+                return sinks
+        raise AssertionError("scheduler still busy")
+
+    want = serve(LogitsEngine(hashed_logits(tok.vocab_size), max_batch=2))
+    engine = AheadEngine(LogitsEngine(hashed_logits(tok.vocab_size), max_batch=2))
+    assert [s.log for s in serve(engine)] == [s.log for s in want]
+    kinds = [kind for kind, _ in engine.events]
+    assert any(kinds[i : i + 2] == ["launch", "launch"] for i in range(len(kinds)))  # one queued ahead
+    assert engine.inner.tokens == {}
+    engine = AheadEngine(LogitsEngine(hashed_logits(tok.vocab_size), max_batch=2))
+    got = serve(engine, cancel_after=2)
+    assert [s.log for s in got[:4]] == [s.log for s in want[:4]]
+    assert got[4].log[-1] == ("finished", "cancelled", 2) and got[4].tokens == want[4].tokens[:2]
+    assert engine.inner.tokens == {}
+
+
 class ArrivingEngine(FakeEngine):
     """A FakeEngine whose prefills bring new submissions, as a burst of jobs does on a real worker."""
 
