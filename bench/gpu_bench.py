@@ -7,6 +7,9 @@ tok/s at batch 1/8/32/64 (32-token prompts, greedy, 64 steps, logits copied to t
 engine API returns them), prefill tok/s for one 512-token prompt, and the bandwidth limit = measured
 device copy bandwidth / weight bytes read per decoded token. Rows orcd-greedy-gpu and orcd-sampled-gpu
 (T 0.8, top-k 40, top-p 0.95, min-p 0.05, a seed per row) pick tokens on the GPU and copy back only ids.
+Rows orcd-generate (and orcd-generate-wait, with ORCD_DECODE_AHEAD=0) are the product's own loop,
+`gpu.runner.generate_batch` with those parameters: stop checks and detokenising included, the next decode
+step queued before a step's tokens are read (gpu/decode_ahead.py); tok/s from the first tokens to the last.
 Writes JSON lines to --out and prints a markdown table last.
 
     python3 bench/gpu_bench.py --out $OUT/bench.jsonl [--models qwen-f16,qwen-q8,phi3-f16] [--no-peers]
@@ -144,10 +147,13 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
                 h.append(t)
         dt = time.perf_counter() - t0
         record_decode(out, "orcd-sampled-gpu", name, batch, dt, step_ms=True)
-        if batch in (1, 64):
-            profile_step(out, name, eng, batch)
         for s in slots:
             eng.free(s)
+        for label, ahead in (("orcd-generate", "1"), ("orcd-generate-wait", "0")):
+            seconds = generate_seconds(eng, path, batch, ahead, rng)
+            record_decode(out, label, name, batch, seconds, step_ms=True)
+        if batch in (1, 64):
+            profile_step(out, name, eng, batch)
     slot = eng.alloc()
     prompt = rng.integers(0, vocab, PREFILL).tolist()
     times = []
@@ -186,6 +192,31 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         record_decode(out, label, name, 1, dt)
         eng.close()
         gemv.PIPELINE_MAX_M = default
+
+
+def generate_seconds(eng, path: Path, batch: int, ahead: str, rng) -> float:
+    """Seconds `generate_batch` takes for STEPS decode steps of `batch` sampled requests (ORCD_DECODE_AHEAD
+    set to `ahead`), from the last first token to the end."""
+    import os
+
+    from gpu.params import SamplingParams
+    from gpu.runner import GenerationRequest, generate_batch
+    from tokenizer import load_tokenizer
+
+    os.environ["ORCD_DECODE_AHEAD"] = ahead
+    tok = load_tokenizer(path)
+    params = [SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=i, ignore_eos=True,
+                             max_tokens=STEPS + 1) for i in range(batch)]
+    requests = [GenerationRequest(rng.integers(0, eng.config.vocab_size, PROMPT).tolist(), p) for p in params]
+    n, t0 = 0, None
+    for _ in generate_batch(eng, tok, requests):
+        n += 1
+        if n == batch:  # every first token is out (one prefill): decoding starts
+            t0 = time.perf_counter()
+    if n != batch * (STEPS + 1):
+        raise RuntimeError(f"generate_batch gave {n} steps, not {batch * (STEPS + 1)}")
+    os.environ.pop("ORCD_DECODE_AHEAD")
+    return time.perf_counter() - t0
 
 
 def profile_step(out: Path, name: str, eng, batch: int) -> None:

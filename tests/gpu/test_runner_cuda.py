@@ -33,10 +33,10 @@ def model(tmp_path_factory):
 
 
 class Spy:
-    """The engine, counting its `decode_mixed` calls."""
+    """The engine, counting its `decode_mixed` and `launch_decode` calls."""
 
     def __init__(self, engine) -> None:
-        self.engine, self.mixed_calls = engine, 0
+        self.engine, self.mixed_calls, self.launches = engine, 0, 0
 
     def __getattr__(self, name: str):
         return getattr(self.engine, name)
@@ -44,6 +44,10 @@ class Spy:
     def decode_mixed(self, *args):
         self.mixed_calls += 1
         return self.engine.decode_mixed(*args)
+
+    def launch_decode(self, *args):
+        self.launches += 1
+        return self.engine.launch_decode(*args)
 
 
 class LogitsOnly:
@@ -104,9 +108,10 @@ def test_seeded_request_same_alone_and_in_a_batch_of_16_via_the_runner(model):
               for i, p in enumerate(_prompts(15, 3))]
     spy = Spy(engine)
     alone = [r.token_id for r in generate(spy, tok, target.prompt_ids, target.params)]
-    assert len(alone) == N_TOKENS and len(set(alone)) > 4 and spy.mixed_calls == N_TOKENS - 1
-    batched = _tokens(engine, tok, [*others[:7], target, *others[7:]])
-    assert batched[7] == alone
+    assert len(alone) == N_TOKENS and len(set(alone)) > 4
+    assert spy.launches == N_TOKENS - 1 and spy.mixed_calls == 0  # alone: each step queued ahead
+    batched = _tokens(spy, tok, [*others[:7], target, *others[7:]])
+    assert batched[7] == alone and spy.mixed_calls > 0  # host and penalised rows: steps that wait
     again = _tokens(engine, tok, [*others[7:], target])  # different batch-mates, other slots
     assert again[8] == alone
 

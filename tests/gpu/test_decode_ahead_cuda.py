@@ -1,0 +1,105 @@
+"""Decode steps queued ahead on the CUDA engine (`pytest -m cuda`): `launch_decode` fed the tokens the
+last launched step picked on the device gives the tokens of `decode_sample` fed them from the host, and
+`generate_batch` gives the same tokens with ORCD_DECODE_AHEAD on and off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
+    from gpu.cuda_engine import CudaEngine
+    from tokenizer import load_tokenizer
+
+    path = write_synthetic_model(tmp_path_factory.mktemp("ahead") / "qwen2.gguf", n_layers=2,
+                                 vocab=BYTE_VOCAB, vocab_size=512, context_length=1024, seed=8, arch="qwen2",
+                                 dim=256, n_heads=4, n_kv_heads=2, dtype="f16")
+    engine = CudaEngine.load(path, max_batch=8, max_context=256)
+    yield engine, load_tokenizer(path)
+    engine.close()
+
+
+def _params(n: int):
+    from gpu.params import SamplingParams
+
+    return [SamplingParams(temperature=0.9 if i % 3 else 0.0, top_k=(0, 40, 5)[i % 3], seed=100 + i)
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_fed_tokens_equal_the_host_fed_loop(model, batch):
+    engine, _ = model
+    rng = np.random.default_rng(batch)
+    prompts = [rng.integers(0, 512, int(rng.integers(2, 30))).tolist() for _ in range(batch)]
+    params, steps = _params(batch), 30
+    host_slots, fed_slots = [engine.alloc() for _ in prompts], [engine.alloc() for _ in prompts]
+    try:
+        first = engine.prefill(host_slots, prompts).argmax(axis=1).tolist()
+        engine.prefill(fed_slots, prompts)
+        want, ids = [], first
+        for k in range(steps):
+            ids = engine.decode_sample(host_slots, ids, params, [k + 1] * batch, [[]] * batch).tolist()
+            want.append(ids)
+        got, pick = [], engine.launch_decode(fed_slots, first, params, [1] * batch, [[]] * batch)
+        for k in range(1, steps):
+            queued = engine.launch_decode(fed_slots, [None] * batch, params, [k + 1] * batch, [[]] * batch)
+            got.append(pick.ids().tolist())  # read after the next step was queued
+            pick = queued
+        got.append(pick.ids().tolist())
+        assert got == want
+        assert len({t for row in want for t in row}) > 5
+        assert [engine.seq_len(s) for s in fed_slots] == [engine.seq_len(s) for s in host_slots]
+    finally:
+        for slot in host_slots + fed_slots:
+            engine.free(slot)
+
+
+def test_launch_decode_refuses_rows_it_cannot_feed(model):
+    from gpu.errors import InvalidInput
+    from gpu.params import SamplingParams
+
+    engine, _ = model
+    a, b = engine.alloc(), engine.alloc()
+    try:
+        engine.prefill([a, b], [[1, 2, 3], [4, 5]])
+        with pytest.raises(InvalidInput, match=f"slot {a}: nothing to feed"):
+            engine.launch_decode([a], [None], _params(1), [1], [[]])
+        engine.launch_decode([a, b], [7, 8], _params(2), [1, 1], [[], []]).ids()
+        penalised = SamplingParams(repetition_penalty=1.2, seed=1)
+        with pytest.raises(InvalidInput, match=f"slot {b}: a fed row cannot use penalties"):
+            engine.launch_decode([a, b], [None, None], [_params(1)[0], penalised], [2, 2], [[], []])
+        engine.decode([b], [9])  # b moved on without a launch: its picked token is stale
+        with pytest.raises(InvalidInput, match=f"slot {b}: nothing to feed"):
+            engine.launch_decode([b], [None], _params(1), [2], [[]])
+        assert len(engine.launch_decode([a], [None], _params(1), [2], [[]]).ids()) == 1
+    finally:
+        engine.free(a)
+        engine.free(b)
+
+
+def test_generate_batch_same_tokens_ahead_and_waiting(model, monkeypatch):
+    from gpu.params import SamplingParams
+    from gpu.runner import GenerationRequest, generate_batch
+
+    engine, tok = model
+    rng = np.random.default_rng(3)
+    requests = [GenerationRequest(rng.integers(0, 256, int(rng.integers(3, 40))).tolist(),
+                                  SamplingParams(temperature=0.8, seed=50 + i, max_tokens=5 + 3 * i,
+                                                 ignore_eos=i % 2 == 0, stop=["a"] if i % 4 == 1 else []))
+                for i in range(12)]  # 12 requests, 8 slots: some join while a step is queued
+
+    def run(ahead: str):
+        monkeypatch.setenv("ORCD_DECODE_AHEAD", ahead)
+        got: dict[int, list] = {}
+        for index, r in generate_batch(engine, tok, requests):
+            got.setdefault(index, []).append((r.token_id, r.text, r.finish_reason))
+        return got
+
+    want = run("0")
+    assert run("1") == want
+    assert sum(len(v) for v in want.values()) > 12 * 5
