@@ -60,10 +60,11 @@ def job_params(k: int, max_tokens: int) -> SamplingParams:
 
 class TimedEngine:
     """An engine whose prefill and decode calls add up their seconds (the time account the worker's
-    engine process logs, for the engine alone)."""
+    engine process logs, for the engine alone; for `launch_decode` the launch only, as its wait is in
+    the pick's `ids()`)."""
 
     CALLS = {"prefill": "prefill", "prefill_mixed": "prefill", "decode": "decode", "decode_mixed": "decode",
-             "decode_sample": "decode", "decode_greedy": "decode"}
+             "decode_sample": "decode", "decode_greedy": "decode", "launch_decode": "decode"}
 
     def __init__(self, engine) -> None:
         self.engine, self.spent = engine, {"prefill": 0.0, "decode": 0.0}
