@@ -272,7 +272,7 @@ class CudaEngine(Engine):
         if self._sample_host is not None:
             if self._keep_logits:  # raw logits for host-sampled rows, before the kernel edits them
                 cuda.memcpy_dtoh_async(self.host_logits[:n], logits.gpudata, self.rt.stream)
-            return self.sampler.queue(logits, self.sampler.ids, self._sample_host, self._bans).ids()
+            return self.sampler.pick(logits, self._sample_host, self._bans)
         host = self.host_logits[:n]
         cuda.memcpy_dtoh_async(host, logits.gpudata, self.rt.stream)
         self.rt.synchronize()

@@ -3,7 +3,8 @@
 `DeviceSampler.queue` writes the ban rectangles into the logits, sends the packed parameters through
 pinned staging (a pageable copy may wait for the stream, which would stall a host that runs ahead),
 samples, and queues the copy of the ids into one of `RING` pinned buffers; it returns a `PendingPick`
-without waiting, so the host can queue the next step before it reads this one's tokens.
+without waiting, so the host can queue the next step before it reads this one's tokens. `pick` does the
+same into a buffer of its own and waits: picks read at once never take a ring buffer from a queued one.
 """
 
 from __future__ import annotations
@@ -45,16 +46,30 @@ class DeviceSampler:
                      "iparams": rt.empty((max_rows, 4), np.uint32, "sampling"),
                      "window": rt.empty((max_rows * max_window,), i32, "sampling"),
                      "window_len": rt.empty((max_rows,), i32, "sampling")}
-        self.ids = rt.empty((max_rows,), i32, "sampling")  # the synchronous picks' output
+        self.ids = rt.empty((max_rows,), i32, "sampling")  # the output of `pick`
         self.work = sample_workspace(rt, max_rows, vocab)
         self.staged = {name: cuda.pagelocked_empty(buf.shape, buf.dtype) for name, buf in self.bufs.items()}
         self.host_ids = cuda.pagelocked_empty((RING, max_rows), i32)
+        self.host_now = cuda.pagelocked_empty((max_rows,), i32)  # `pick`'s ids
         self.issued = 0  # picks queued so far
         self._staged_sent: cuda.Event | None = None  # after the last copy out of the staging
 
     def queue(self, logits, out, host: tuple[np.ndarray, ...], bans) -> PendingPick:
         """Sample logits [n, vocab] (device, penalised and banned in place) into out[:n] (int32, device)
         with `pack_params`' host arrays and `ban_rectangles`; the ids come back in the returned pick."""
+        ticket = self.issued
+        self.issued += 1
+        event = self._sample(logits, out, host, bans, self.host_ids[ticket % RING])
+        return PendingPick(self, ticket, logits.shape[0], event)
+
+    def pick(self, logits, host: tuple[np.ndarray, ...], bans) -> np.ndarray:
+        """`queue` into `self.ids`, waiting for the ids [n] int32 (-1: no token, as `PendingPick.ids`)."""
+        self._sample(logits, self.ids, host, bans, self.host_now).synchronize()
+        return self.host_now[: logits.shape[0]].copy()
+
+    def _sample(self, logits, out, host, bans, dest: np.ndarray) -> cuda.Event:
+        """Bans, parameters, the sampler kernels and the copy of out[:n] into dest (pinned), queued; an
+        event after the copy."""
         n = logits.shape[0]
         stream = self.rt.stream
         pitch = 4 * self.vocab  # bytes per logits row
@@ -70,12 +85,10 @@ class DeviceSampler:
         self._staged_sent.record(stream)
         ids = out[:n]
         sample(self.rt, ids, logits, *views, work=self.work)
-        ticket = self.issued
-        self.issued += 1
-        cuda.memcpy_dtoh_async(self.host_ids[ticket % RING, :n], ids.gpudata, stream)
+        cuda.memcpy_dtoh_async(dest[:n], ids.gpudata, stream)
         event = cuda.Event()
         event.record(stream)
-        return PendingPick(self, ticket, n, event)
+        return event
 
     def _stage(self, host: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         """`host` copied into the pinned staging, once the copies out of its last contents have left."""

@@ -19,7 +19,7 @@ def model(tmp_path_factory):
     path = write_synthetic_model(tmp_path_factory.mktemp("ahead") / "qwen2.gguf", n_layers=2,
                                  vocab=BYTE_VOCAB, vocab_size=512, context_length=1024, seed=8, arch="qwen2",
                                  dim=256, n_heads=4, n_kv_heads=2, dtype="f16")
-    engine = CudaEngine.load(path, max_batch=8, max_context=256)
+    engine = CudaEngine.load(path, max_batch=16, max_context=256)
     yield engine, load_tokenizer(path)
     engine.close()
 
@@ -27,7 +27,7 @@ def model(tmp_path_factory):
 def _params(n: int):
     from gpu.params import SamplingParams
 
-    return [SamplingParams(temperature=0.9 if i % 3 else 0.0, top_k=(0, 40, 5)[i % 3], seed=100 + i)
+    return [SamplingParams(temperature=0.0 if i % 3 == 2 else 0.9, top_k=(0, 40, 5)[i % 3], seed=100 + i)
             for i in range(n)]
 
 
@@ -76,7 +76,10 @@ def test_launch_decode_refuses_rows_it_cannot_feed(model):
         engine.decode([b], [9])  # b moved on without a launch: its picked token is stale
         with pytest.raises(InvalidInput, match=f"slot {b}: nothing to feed"):
             engine.launch_decode([b], [None], _params(1), [2], [[]])
-        assert len(engine.launch_decode([a], [None], _params(1), [2], [[]]).ids()) == 1
+        pick = engine.launch_decode([a], [None], _params(1), [2], [[]])
+        for k in range(6):  # picks read at once (prefills, waiting steps) between a launch and its read
+            engine.decode_sample([b], [k], _params(1), [3 + k], [[]])
+        assert len(pick.ids()) == 1
     finally:
         engine.free(a)
         engine.free(b)
@@ -91,7 +94,7 @@ def test_generate_batch_same_tokens_ahead_and_waiting(model, monkeypatch):
     requests = [GenerationRequest(rng.integers(0, 256, int(rng.integers(3, 40))).tolist(),
                                   SamplingParams(temperature=0.8, seed=50 + i, max_tokens=5 + 3 * i,
                                                  ignore_eos=i % 2 == 0, stop=["a"] if i % 4 == 1 else []))
-                for i in range(12)]  # 12 requests, 8 slots: some join while a step is queued
+                for i in range(20)]  # 20 requests, 16 slots: some join while a step is queued
 
     def run(ahead: str):
         monkeypatch.setenv("ORCD_DECODE_AHEAD", ahead)
@@ -102,4 +105,4 @@ def test_generate_batch_same_tokens_ahead_and_waiting(model, monkeypatch):
 
     want = run("0")
     assert run("1") == want
-    assert sum(len(v) for v in want.values()) > 12 * 5
+    assert sum(len(v) for v in want.values()) > 20 * 5
