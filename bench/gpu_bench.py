@@ -8,7 +8,7 @@ engine API returns them), prefill tok/s for one 512-token prompt, and the bandwi
 device copy bandwidth / weight bytes read per decoded token. Rows orcd-greedy-gpu and orcd-sampled-gpu
 (T 0.8, top-k 40, top-p 0.95, min-p 0.05, a seed per row) pick tokens on the GPU and copy back only ids.
 Rows orcd-generate (and orcd-generate-wait, with ORCD_DECODE_AHEAD=0) are the product's own loop,
-`gpu.runner.generate_batch` with those parameters: stop checks and detokenising included, the next decode
+`gpu.runner.generate_batch` with those parameters (orcd-generate-greedy: temperature 0, as llama.cpp's row): stop checks and detokenising included, the next decode
 step queued before a step's tokens are read (gpu/decode_ahead.py); tok/s from the first tokens to the last.
 Writes JSON lines to --out and prints a markdown table last.
 
@@ -149,8 +149,9 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         record_decode(out, "orcd-sampled-gpu", name, batch, dt, step_ms=True)
         for s in slots:
             eng.free(s)
-        for label, ahead in (("orcd-generate", "1"), ("orcd-generate-wait", "0")):
-            seconds = generate_seconds(eng, path, batch, ahead, rng)
+        for label, ahead, temperature in (("orcd-generate", "1", 0.8), ("orcd-generate-wait", "0", 0.8),
+                                          ("orcd-generate-greedy", "1", 0.0)):
+            seconds = generate_seconds(eng, path, batch, ahead, temperature, rng)
             record_decode(out, label, name, batch, seconds, step_ms=True)
         if batch in (1, 64):
             profile_step(out, name, eng, batch)
@@ -194,9 +195,9 @@ def bench_engine(out: Path, name: str, path: Path, bandwidth: float) -> None:
         gemv.PIPELINE_MAX_M = default
 
 
-def generate_seconds(eng, path: Path, batch: int, ahead: str, rng) -> float:
-    """Seconds `generate_batch` takes for STEPS decode steps of `batch` sampled requests (ORCD_DECODE_AHEAD
-    set to `ahead`), from the last first token to the end."""
+def generate_seconds(eng, path: Path, batch: int, ahead: str, temperature: float, rng) -> float:
+    """Seconds `generate_batch` takes for STEPS decode steps of `batch` requests (ORCD_DECODE_AHEAD set to
+    `ahead`; greedy at temperature 0), from the last first token to the end."""
     import os
 
     from gpu.params import SamplingParams
@@ -205,7 +206,7 @@ def generate_seconds(eng, path: Path, batch: int, ahead: str, rng) -> float:
 
     os.environ["ORCD_DECODE_AHEAD"] = ahead
     tok = load_tokenizer(path)
-    params = [SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=i, ignore_eos=True,
+    params = [SamplingParams(temperature=temperature, top_k=40, top_p=0.95, min_p=0.05, seed=i, ignore_eos=True,
                              max_tokens=STEPS + 1) for i in range(batch)]
     requests = [GenerationRequest(rng.integers(0, eng.config.vocab_size, PROMPT).tolist(), p) for p in params]
     n, t0 = 0, None
