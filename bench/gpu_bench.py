@@ -8,7 +8,8 @@ engine API returns them), prefill tok/s for one 512-token prompt, and the bandwi
 device copy bandwidth / weight bytes read per decoded token. Rows orcd-greedy-gpu and orcd-sampled-gpu
 (T 0.8, top-k 40, top-p 0.95, min-p 0.05, a seed per row) pick tokens on the GPU and copy back only ids.
 Rows orcd-generate (and orcd-generate-wait, with ORCD_DECODE_AHEAD=0) are the product's own loop,
-`gpu.runner.generate_batch` with those parameters (orcd-generate-greedy: temperature 0, as llama.cpp's row): stop checks and detokenising included, the next decode
+`gpu.runner.generate_batch` with those parameters (orcd-generate-greedy: temperature 0, as llama.cpp's
+row): stop checks and detokenising included, the next decode
 step queued before a step's tokens are read (gpu/decode_ahead.py); tok/s from the first tokens to the last.
 Writes JSON lines to --out and prints a markdown table last.
 
@@ -206,8 +207,8 @@ def generate_seconds(eng, path: Path, batch: int, ahead: str, temperature: float
 
     os.environ["ORCD_DECODE_AHEAD"] = ahead
     tok = load_tokenizer(path)
-    params = [SamplingParams(temperature=temperature, top_k=40, top_p=0.95, min_p=0.05, seed=i, ignore_eos=True,
-                             max_tokens=STEPS + 1) for i in range(batch)]
+    params = [SamplingParams(temperature=temperature, top_k=40, top_p=0.95, min_p=0.05, seed=i,
+                             ignore_eos=True, max_tokens=STEPS + 1) for i in range(batch)]
     requests = [GenerationRequest(rng.integers(0, eng.config.vocab_size, PROMPT).tolist(), p) for p in params]
     n, t0 = 0, None
     for _ in generate_batch(eng, tok, requests):
