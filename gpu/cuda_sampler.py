@@ -67,8 +67,8 @@ class DeviceSampler:
         self._sample(logits, self.ids, host, bans, self.host_now).synchronize()
         return self.host_now[: logits.shape[0]].copy()
 
-    def _sample(self, logits, out, host, bans, dest: np.ndarray) -> cuda.Event:
-        """Bans, parameters, the sampler kernels and the copy of out[:n] into dest (pinned), queued; an
+    def _sample(self, logits, out, host, bans, host_ids: np.ndarray) -> cuda.Event:
+        """Bans, parameters, the sampler kernels and the copy of out[:n] into host_ids (pinned), queued; an
         event after the copy."""
         n = logits.shape[0]
         stream = self.rt.stream
@@ -85,7 +85,7 @@ class DeviceSampler:
         self._staged_sent.record(stream)
         ids = out[:n]
         sample(self.rt, ids, logits, *views, work=self.work)
-        cuda.memcpy_dtoh_async(dest[:n], ids.gpudata, stream)
+        cuda.memcpy_dtoh_async(host_ids[:n], ids.gpudata, stream)
         event = cuda.Event()
         event.record(stream)
         return event
