@@ -7,7 +7,8 @@
 #           (BENCH_MODELS=qwen-f16 for one model)
 #   latency bench/decode_latency.py twice on the same card and files: programmatic launches on, then off
 #           (ORCD_PDL=0); LATENCY_MODELS, default qwen; LATENCY_PDL=1: on only
-#   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (with a
+#   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (QUEUE_SUBMIT=
+#           one|many|both: Client.submit per job or submit_many, QUEUE_TOKENS: max tokens; with a
 #           py-spy wheel in .whl: the worker and its engine process sampled while busy, $OUT/pyspy-*.raw)
 #   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
 #   burst   bench/prefill_burst.py: 64 short prompts prefilled one by one / packed / with first tokens on
@@ -57,7 +58,7 @@ for step in "$@"; do
             --format raw -o $OUT/pyspy-${QUEUE_TOKENS:-256}.raw >/dev/null 2>&1 ) &
       fi
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --jobs 64 \
-        --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) 2>&1 | tee $OUT/queue1.log | tail -16 ;;
+        --submit ${QUEUE_SUBMIT:-one} --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) 2>&1 | tee $OUT/queue1.log | tail -16 ;;
     latency)
       for pdl in ${LATENCY_PDL:-1 0}; do
         ORCD_PDL=$pdl timeout 240 python3 bench/decode_latency.py --out $OUT/latency.jsonl \

@@ -52,24 +52,28 @@ class DeviceSampler:
         self.host_ids = cuda.pagelocked_empty((RING, max_rows), i32)
         self.host_now = cuda.pagelocked_empty((max_rows,), i32)  # `pick`'s ids
         self.issued = 0  # picks queued so far
-        self._staged_sent: cuda.Event | None = None  # after the last copy out of the staging
+        # events made once, while the engine's context is current: a pick may be dropped on any thread
+        self.done = [cuda.Event() for _ in range(RING)]  # after each ring buffer's copy
+        self.done_now = cuda.Event()
+        self._staged_sent = cuda.Event()  # after the last copy out of the staging
+        self._staged_used = False
 
     def queue(self, logits, out, host: tuple[np.ndarray, ...], bans) -> PendingPick:
         """Sample logits [n, vocab] (device, penalised and banned in place) into out[:n] (int32, device)
         with `pack_params`' host arrays and `ban_rectangles`; the ids come back in the returned pick."""
         ticket = self.issued
         self.issued += 1
-        event = self._sample(logits, out, host, bans, self.host_ids[ticket % RING])
+        event = self._sample(logits, out, host, bans, self.host_ids[ticket % RING], self.done[ticket % RING])
         return PendingPick(self, ticket, logits.shape[0], event)
 
     def pick(self, logits, host: tuple[np.ndarray, ...], bans) -> np.ndarray:
         """`queue` into `self.ids`, waiting for the ids [n] int32 (-1: no token, as `PendingPick.ids`)."""
-        self._sample(logits, self.ids, host, bans, self.host_now).synchronize()
+        self._sample(logits, self.ids, host, bans, self.host_now, self.done_now).synchronize()
         return self.host_now[: logits.shape[0]].copy()
 
-    def _sample(self, logits, out, host, bans, host_ids: np.ndarray) -> cuda.Event:
-        """Bans, parameters, the sampler kernels and the copy of out[:n] into host_ids (pinned), queued; an
-        event after the copy."""
+    def _sample(self, logits, out, host, bans, host_ids: np.ndarray, done: cuda.Event) -> cuda.Event:
+        """Bans, parameters, the sampler kernels and the copy of out[:n] into host_ids (pinned), queued;
+        `done` recorded after the copy."""
         n = logits.shape[0]
         stream = self.rt.stream
         pitch = 4 * self.vocab  # bytes per logits row
@@ -81,18 +85,17 @@ class DeviceSampler:
                 for r in range(n_rows):
                     cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, stream)
         views = copy_params(self.rt, self.bufs, self._stage(host))
-        self._staged_sent = cuda.Event()
         self._staged_sent.record(stream)
+        self._staged_used = True
         ids = out[:n]
         sample(self.rt, ids, logits, *views, work=self.work)
         cuda.memcpy_dtoh_async(host_ids[:n], ids.gpudata, stream)
-        event = cuda.Event()
-        event.record(stream)
-        return event
+        done.record(stream)
+        return done
 
     def _stage(self, host: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         """`host` copied into the pinned staging, once the copies out of its last contents have left."""
-        if self._staged_sent is not None:
+        if self._staged_used:
             self._staged_sent.synchronize()
         out = []
         for name, arr in zip(("fparams", "iparams", "window", "window_len"), host, strict=True):
