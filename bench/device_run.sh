@@ -4,7 +4,7 @@
 #           carry it and set PYTEST_K=" ")
 #   probe   bench/llama_probe.py on the Qwen F16 file: which way of loading the llama.cpp peer works
 #   bench   bench/gpu_bench.py: the CUDA engine, llama.cpp and HF transformers on the same card and files
-#           (BENCH_MODELS=qwen-f16 for one model)
+#           (BENCH_MODELS=qwen-f16 for one model; BENCH_ARGS=--no-peers for orcd alone)
 #   latency bench/decode_latency.py twice on the same card and files: programmatic launches on, then off
 #           (ORCD_PDL=0); LATENCY_MODELS, default qwen; LATENCY_PDL=1: on only
 #   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (QUEUE_SUBMIT=
@@ -49,7 +49,7 @@ for step in "$@"; do
         --timeout 40 2>&1 | tee $OUT/llama_probe.log | tail -20 ;;
     bench)
       timeout 560 python3 bench/gpu_bench.py --vocab-dir .device/vocab --workdir $W --out $OUT/bench.jsonl \
-        ${BENCH_MODELS:+--models $BENCH_MODELS} --section-timeout 150 2>&1 | tee $OUT/bench.log | tail -30 ;;
+        ${BENCH_MODELS:+--models $BENCH_MODELS} --section-timeout 150 $BENCH_ARGS 2>&1 | tee $OUT/bench.log | tail -30 ;;
     queue1)
       models qwen-f16
       if command -v py-spy >/dev/null; then  # sample the worker (and its engine process) once it is up
