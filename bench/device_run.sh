@@ -49,7 +49,7 @@ for step in "$@"; do
         --timeout 40 2>&1 | tee $OUT/llama_probe.log | tail -20 ;;
     bench)
       timeout 560 python3 bench/gpu_bench.py --vocab-dir .device/vocab --workdir $W --out $OUT/bench.jsonl \
-        ${BENCH_MODELS:+--models $BENCH_MODELS} --section-timeout 150 $BENCH_ARGS 2>&1 | tee $OUT/bench.log | tail -30 ;;
+        ${BENCH_MODELS:+--models $BENCH_MODELS} --section-timeout 150 ${BENCH_ARGS:-} 2>&1 | tee $OUT/bench.log | tail -30 ;;
     queue1)
       models qwen-f16
       if command -v py-spy >/dev/null; then  # sample the worker (and its engine process) once it is up
