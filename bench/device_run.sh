@@ -70,6 +70,6 @@ for step in "$@"; do
     queue2)
       models qwen-f16
       timeout 300 python3 bench/queue_bench.py --model $W/qwen-f16.gguf --backend cuda --gpus 0,1 \
-        --jobs 128 --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) --skip-engine 2>&1 | tee $OUT/queue2.log | tail -16 ;;
+        --jobs 128 --submit ${QUEUE_SUBMIT:-one} --max-tokens ${QUEUE_TOKENS:-256} --max-context $((${QUEUE_TOKENS:-256} + 256)) --skip-engine 2>&1 | tee $OUT/queue2.log | tail -16 ;;
   esac
 done
