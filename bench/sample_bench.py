@@ -61,13 +61,16 @@ def load_baseline(rt, base: Path):
         fn = module.get_function("sample")
         fn.prepare("PPPPPPPii")
 
-    def sample(rt_, ids, logits, fparams, iparams, window, window_len, draws=None, work=None):
+    def sample(rt_, ids, logits, fparams, iparams, window, window_len, work=None, draws=None):
         n, vocab = logits.shape
         rt_.launch(fn, (n, 1, 1), (1024, 1, 1), ptr(ids), ptr(logits), ptr(fparams), ptr(iparams),
                    ptr(window), ptr(window_len), ptr(draws), vocab, window.shape[1])
 
+    def copy_params(rt_, bufs, host, sent=None):  # that version kept its own record of what was sent
+        return mod.copy_params(rt_, bufs, host)
+
     sample.module = module  # keep the module loaded
-    return mod.pack_params, mod.copy_params, sample
+    return mod.pack_params, copy_params, sample
 
 
 def gpu_ms(rt, launch, reps: int = 20) -> float:
@@ -114,7 +117,7 @@ def bench_rows(out, rt, versions: dict, n: int, rng) -> None:
     ids = rt.empty((n,), np.int32, "bench")
     best = rt.empty((n,), np.uint64, "bench")
     work = ops.sample_workspace(rt, n, VOCAB)
-    cases = {f"sample {k}": (lambda s=v[2]: s(rt, ids, logits, *dev)) for k, v in versions.items()}
+    cases = {f"sample {k}": (lambda s=v[2]: s(rt, ids, logits, *dev, work)) for k, v in versions.items()}
     cases["sample_topk alone"] = lambda: ops.sample_topk(rt, logits, *dev, work["cand"], work["chunk_best"],
                                                          work["chunk_info"])
     cases["argmax (greedy)"] = lambda: argmax(rt, best, logits)
@@ -132,7 +135,7 @@ def bench_rows(out, rt, versions: dict, n: int, rng) -> None:
     p0 = [p.model_copy(update={"top_k": 0, "top_p": 0.9, "min_p": 0.0}) for p in params]
     dev0 = [rt.to_device(a, "bench") for a in ops.pack_params(p0, [5] * n, [[1, 2, 3]] * n)]
     for label, (_, _, sample) in versions.items():
-        gpu = gpu_ms(rt, lambda s=sample: s(rt, ids, logits, *dev0), reps=2)
+        gpu = gpu_ms(rt, lambda s=sample: s(rt, ids, logits, *dev0, work), reps=2)
         record(out, section="kernel", version=f"sample {label} (top_k 0, top_p 0.9)", rows=n, vocab=VOCAB,
                gpu_ms=round(gpu, 4), launched_ms=None)
 
@@ -146,14 +149,15 @@ def bench_host(out, eng, versions: dict, n: int = 32) -> None:
     histories = [list(range(40)) for _ in range(n)]
     logits = rt.empty((n, VOCAB), np.float32, "bench")
     ids = rt.empty((n,), np.int32, "bench")
+    work = ops.sample_workspace(rt, n, VOCAB)
     for label, (pack, copy, sample) in versions.items():
-        eng.sampler.bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)
+        sent: dict = {}
         steps = iter(range(10**6))
         pack_us = host_us(lambda p=pack, st=steps: p(params, [next(st)] * n, histories))
         host = pack(params, [7] * n, histories)
-        copy_us = host_us(lambda c=copy, h=host: (c(rt, eng.sampler.bufs, h), rt.synchronize()))
-        views = copy(rt, eng.sampler.bufs, host)
-        launch_us = host_us(lambda s=sample, v=views: s(rt, ids, logits, *v), reps=100)
+        copy_us = host_us(lambda c=copy, h=host, d=sent: (c(rt, eng.sampler.bufs, h, d), rt.synchronize()))
+        views = copy(rt, eng.sampler.bufs, host, sent)
+        launch_us = host_us(lambda s=sample, v=views: s(rt, ids, logits, *v, work), reps=100)
         rt.synchronize()
         record(out, section="host", version=label, rows=n, pack_us=pack_us, copy_sync_us=copy_us,
                launch_us=launch_us)
@@ -180,11 +184,10 @@ def run_greedy(eng, slots, ids):
 def run_sampled(eng, slots, ids, fns):
     import gpu.cuda_engine as ce
     import gpu.cuda_sampler as cs
-    from gpu.ops import sample as ops
 
     batch = len(slots)
     current = (ce.pack_params, cs.copy_params, cs.sample)
-    eng.sampler.bufs["fparams"].__dict__.pop(ops._SENT_ATTR, None)  # the other version wrote the buffers
+    eng.sampler.sent.clear()  # the other version wrote the buffers
     ce.pack_params, cs.copy_params, cs.sample = fns
     try:
         params = bench_params(batch)

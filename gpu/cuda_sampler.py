@@ -48,6 +48,7 @@ class DeviceSampler:
                      "window_len": rt.empty((max_rows,), i32, "sampling")}
         self.ids = rt.empty((max_rows,), i32, "sampling")  # the output of `pick`
         self.work = sample_workspace(rt, max_rows, vocab)
+        self.sent: dict[str, np.ndarray] = {}  # copy_params: what bufs hold
         self.staged = {name: cuda.pagelocked_empty(buf.shape, buf.dtype) for name, buf in self.bufs.items()}
         self.host_ids = cuda.pagelocked_empty((RING, max_rows), i32)
         self.host_now = cuda.pagelocked_empty((max_rows,), i32)  # `pick`'s ids
@@ -84,11 +85,11 @@ class DeviceSampler:
             else:
                 for r in range(n_rows):
                     cuda.memset_d32_async(dest + r * pitch, NEG_INF_F32, width, stream)
-        views = copy_params(self.rt, self.bufs, self._stage(host))
+        views = copy_params(self.rt, self.bufs, self._stage(host), self.sent)
         self._staged_sent.record(stream)
         self._staged_used = True
         ids = out[:n]
-        sample(self.rt, ids, logits, *views, work=self.work)
+        sample(self.rt, ids, logits, *views, self.work)
         cuda.memcpy_dtoh_async(host_ids[:n], ids.gpudata, stream)
         done.record(stream)
         return done

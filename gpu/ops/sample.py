@@ -28,8 +28,6 @@ MERGE_CAP = 4096  # candidate keys per row: the split path takes rows with top_k
 N_FPARAMS, N_IPARAMS = 6, 4
 ID_BITS = 24
 
-_WORK_ATTR = "_orcd_sample_workspace"  # on ids' base array: `sample`'s workspace, freed with that array
-_SENT_ATTR = "_orcd_sample_sent"  # on copy_params' bufs["fparams"]: {name: the host copy last sent}
 
 def n_chunks(vocab: int) -> int:
     return blocks(vocab, CHUNK)
@@ -46,18 +44,6 @@ def sample_workspace(rt: Runtime, rows: int, vocab: int) -> dict:
     return {"cand": rt.empty((rows, MERGE_CAP), np.uint64, "sampling"),
             "chunk_best": rt.empty((rows, c), np.uint64, "sampling"),
             "chunk_info": rt.empty((rows, c), np.uint32, "sampling")}
-
-
-def _workspace_for(rt: Runtime, ids, n: int, vocab: int) -> dict:
-    owner = ids.base if getattr(ids, "base", None) is not None else ids
-    work = getattr(owner, _WORK_ATTR, None)
-    if work is None or work["cand"].shape[0] < n or work["chunk_best"].shape[1] != n_chunks(vocab):
-        work = sample_workspace(rt, max(n, int(owner.size)), vocab)
-        try:
-            setattr(owner, _WORK_ATTR, work)  # lives and dies with the ids buffer (an engine's, or a test's)
-        except AttributeError:
-            pass  # no attributes: a workspace per call
-    return work
 
 
 def sample_topk(rt: Runtime, logits, fparams, iparams, window, window_len, cand, chunk_best,
@@ -84,17 +70,15 @@ def sample_topk(rt: Runtime, logits, fparams, iparams, window, window_len, cand,
               ptr(window_len), ptr(cand), ptr(chunk_best), ptr(chunk_info), vocab, window.shape[1])
 
 
-def sample(rt: Runtime, ids, logits, fparams, iparams, window, window_len, draws=None, work=None) -> None:
+def sample(rt: Runtime, ids, logits, fparams, iparams, window, window_len, work: dict, draws=None) -> None:
     """ids [n] int32 = each row's token from logits [n, vocab] f32 (penalised in place) with the packed
-    parameters of `pack_params`; -1 marks a row with NaN/+inf logits or no finite logit. draws [n] f64,
-    if given, receives each row's philox_uniform. work: `sample_workspace` for >= n rows (default: one
-    kept with ids' base array)."""
+    parameters of `pack_params`; -1 marks a row with NaN/+inf logits or no finite logit. work:
+    `sample_workspace` for >= n rows of this vocab. draws [n] f64, if given, receives each row's
+    philox_uniform."""
     n, vocab = logits.shape
     check(ids, "ids", np.int32, (n,))
     if draws is not None:
         check(draws, "draws", np.float64, (n,))
-    if work is None:
-        work = _workspace_for(rt, ids, n, vocab)
     sample_topk(rt, logits, fparams, iparams, window, window_len, work["cand"], work["chunk_best"],
                 work["chunk_info"])
     fn = rt.kernel("sample", "PPPPPPPPii")
@@ -168,24 +152,17 @@ def pack_params(params_list: Sequence[SamplingParams], steps: Sequence[int],
     return fparams.copy(), iparams, window, window_len
 
 
-def copy_params(rt: Runtime, bufs: dict, host: tuple[np.ndarray, ...]) -> tuple:
+def copy_params(rt: Runtime, bufs: dict, host: tuple[np.ndarray, ...], sent: dict) -> tuple:
     """Copy `pack_params`' arrays into the preallocated device buffers `bufs` (fparams, iparams, window,
     window_len: each with room for the rows; window for max_rows * max_width ids); returns device views.
-    An array equal to the one sent last into the same buffer is not sent again, and the windows not at all
-    when every window is empty (the kernel reads none)."""
+    `sent` ({name: the host copy last sent into bufs}, kept by the owner of bufs) skips an array equal to
+    the one sent last, and the windows are not sent at all when every window is empty (none is read)."""
     fparams, iparams, window, window_len = host
     n, width = window.shape
     if n * width > bufs["window"].size:
         raise InvalidInput(f"histories: penalty windows of {width} ids x {n} rows exceed the buffer")
     views = (bufs["fparams"][:n], bufs["iparams"][:n], bufs["window"][: n * width].reshape(n, width),
              bufs["window_len"][:n])
-    sent = getattr(bufs["fparams"], _SENT_ATTR, None)
-    if sent is None:
-        sent = {}
-        try:
-            setattr(bufs["fparams"], _SENT_ATTR, sent)  # lives and dies with the device buffers
-        except AttributeError:
-            pass  # no attributes: send everything
     any_window = bool(window_len.any())
     for name, dev, arr in zip(("fparams", "iparams", "window", "window_len"), views, host, strict=True):
         if name == "window" and not any_window:

@@ -45,14 +45,15 @@ def rt():
 
 def gpu_sample(rt, logits, params_list, steps, histories, with_draws=False):
     """Token ids [B] (and the kernel's uniforms [B]) for host logits [B, vocab]."""
-    from gpu.ops.sample import pack_params, sample
+    from gpu.ops.sample import pack_params, sample, sample_workspace
 
     host = pack_params(params_list, steps, histories)
     dev = [rt.to_device(a, "test") for a in host]
     n = logits.shape[0]
     ids = rt.empty((n,), np.int32, "test")
     draws = rt.empty((n,), np.float64, "test") if with_draws else None
-    sample(rt, ids, rt.to_device(np.ascontiguousarray(logits, np.float32), "test"), *dev, draws=draws)
+    work = sample_workspace(rt, n, logits.shape[1])
+    sample(rt, ids, rt.to_device(np.ascontiguousarray(logits, np.float32), "test"), *dev, work, draws=draws)
     rt.synchronize()
     return (ids.get(), draws.get()) if with_draws else ids.get()
 
