@@ -14,7 +14,7 @@
 // -D EPI_ROPE=1: w is the fused q|k|v projection of a model whose rotated pairs are adjacent columns (the
 // engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
 // (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
-#include "common.cuh"
+#include "tensor_core.cuh"
 
 #ifndef MAX_M
 #define MAX_M 16
@@ -31,21 +31,6 @@
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
 #endif
 #define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
-
-__device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                         unsigned b0, unsigned b1) {
-#ifdef USE_BF16
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
 
 // Eight operands of row `row` of x from column k.
 __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
@@ -115,8 +100,10 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
                 if (kb + u * 32 >= k_end) break;  // warp-uniform
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
-                    mma16816(acc[mt], xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y, wv[u].x, wv[u].y);
-                    mma16816(acc[mt], xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w, wv[u].z, wv[u].w);
+                    const unsigned lo[4] = {xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y};
+                    const unsigned hi[4] = {xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w};
+                    mma16816(acc[mt], lo, wv[u].x, wv[u].y);
+                    mma16816(acc[mt], hi, wv[u].z, wv[u].w);
                 }
             }
             if (PIPE) {
