@@ -19,17 +19,8 @@ N_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
-    from gpu.cuda_engine import CudaEngine
-    from tokenizer import load_tokenizer
-
-    path = write_synthetic_model(tmp_path_factory.mktemp("runner-cuda") / "qwen2.gguf", n_layers=2,
-                                 vocab=BYTE_VOCAB, vocab_size=512, context_length=1024, seed=5, arch="qwen2",
-                                 dim=256, n_heads=4, n_kv_heads=2, dtype="f16")
-    engine = CudaEngine.load(path, max_batch=16, max_context=256)
-    yield engine, load_tokenizer(path)
-    engine.close()
+def model(tiny_qwen_cuda):
+    return tiny_qwen_cuda
 
 
 class Spy:
