@@ -31,7 +31,10 @@ class PendingPick:
         """The picked ids [n] int32 (-1 for a row with NaN/+inf logits or no finite logit)."""
         if self.sampler.issued - self.ticket > RING:
             raise EngineError(f"pick {self.ticket} read after {RING} later picks reused its buffer")
-        self.event.synchronize()
+        try:
+            self.event.synchronize()
+        except cuda.Error as exc:  # a failure of the step or its sampling, seen on the host only now
+            raise EngineError(f"decode step of pick {self.ticket}: CUDA error: {exc}") from exc
         return self.sampler.host_ids[self.ticket % RING, : self.n].copy()
 
 
