@@ -157,9 +157,10 @@ class CudaEngine(Engine):
         """Queue one `decode_sample` step and return without waiting: the pick's `ids()` waits for its
         tokens. token_ids[i] None feeds slots[i] the token that the last launched step picked for it, still
         on the device, so the next step can be queued before this one's tokens are read and the host's work
-        on them overlaps the GPU's next step. A fed row must not use penalties (its window would need the
-        unread token). The slots' lengths grow at once: a step launched past a sequence's end (a stop token
-        seen only when its pick is read) writes a position nobody reads; free the slot as usual."""
+        on them overlaps the GPU's next step; histories[i] of a fed row ends before that token (its penalty
+        window takes it from the device). The slots' lengths grow at once: a step launched past a
+        sequence's end (a stop token seen only when its pick is read) writes a position nobody reads; free
+        the slot as usual."""
         n = len(slots)
         if len(token_ids) != n:
             raise InvalidInput(f"{n} slots but {len(token_ids)} token_ids")
@@ -169,10 +170,10 @@ class CudaEngine(Engine):
                 if slot not in self._fed:
                     raise InvalidInput(f"slot {slot}: nothing to feed (the last launched step picked no "
                                        "token for it)")
-                if i < len(params_list) and params_list[i].penalises:
-                    raise InvalidInput(f"slot {slot}: a fed row cannot use penalties (its window needs the "
-                                       "token not yet read)")
                 fed[i] = self._fed[slot]
+        if len(histories) != n:
+            raise InvalidInput(f"{n} slots but {len(histories)} histories")
+        histories = [[*h, -(fed[i] + 1)] if i in fed else h for i, h in enumerate(histories)]
         host, bans = self._sample_inputs(slots, params_list, steps, histories, banned)
         tokens = self._check_batch(slots, [[0 if t is None else t] for t in token_ids], "token_ids")
         starts = [self.slots.reserve(slot, 1) for slot in slots]

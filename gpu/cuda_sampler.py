@@ -64,10 +64,12 @@ class DeviceSampler:
 
     def queue(self, logits, out, host: tuple[np.ndarray, ...], bans) -> PendingPick:
         """Sample logits [n, vocab] (device, penalised and banned in place) into out[:n] (int32, device)
-        with `pack_params`' host arrays and `ban_rectangles`; the ids come back in the returned pick."""
+        with `pack_params`' host arrays and `ban_rectangles`; the ids come back in the returned pick. A
+        penalty-window entry -(j + 1) stands for out[j] as the last queued pick left it."""
         ticket = self.issued
         self.issued += 1
-        event = self._sample(logits, out, host, bans, self.host_ids[ticket % RING], self.done[ticket % RING])
+        event = self._sample(logits, out, host, bans, self.host_ids[ticket % RING], self.done[ticket % RING],
+                             fed=out)
         return PendingPick(self, ticket, logits.shape[0], event)
 
     def pick(self, logits, host: tuple[np.ndarray, ...], bans) -> np.ndarray:
@@ -75,9 +77,10 @@ class DeviceSampler:
         self._sample(logits, self.ids, host, bans, self.host_now, self.done_now).synchronize()
         return self.host_now[: logits.shape[0]].copy()
 
-    def _sample(self, logits, out, host, bans, host_ids: np.ndarray, done: cuda.Event) -> cuda.Event:
+    def _sample(self, logits, out, host, bans, host_ids: np.ndarray, done: cuda.Event,
+                fed=None) -> cuda.Event:
         """Bans, parameters, the sampler kernels and the copy of out[:n] into host_ids (pinned), queued;
-        `done` recorded after the copy."""
+        `done` recorded after the copy. fed: what negative penalty-window entries stand for."""
         n = logits.shape[0]
         stream = self.rt.stream
         pitch = 4 * self.vocab  # bytes per logits row
@@ -92,7 +95,7 @@ class DeviceSampler:
         self._staged_sent.record(stream)
         self._staged_used = True
         ids = out[:n]
-        sample(self.rt, ids, logits, *views, self.work)
+        sample(self.rt, ids, logits, *views, self.work, fed=fed)
         cuda.memcpy_dtoh_async(host_ids[:n], ids.gpudata, stream)
         done.record(stream)
         return done

@@ -9,8 +9,8 @@ is left out of the queued step. Sequences that start while a step is queued join
 Tokens are those of `decode_rows`: the same seeded picks (step index and parameters alike), only earlier.
 
 Rows go the plain, waiting way (`decode_rows`) when the engine cannot launch, when `ORCD_DECODE_AHEAD=0`,
-or while any row's tokens are sampled on the host or use penalties (a fed row's penalty window would need
-the token not yet read).
+or while any row's tokens are sampled on the host (logprobs, logit bias). A fed row's penalty window
+takes the token not yet read from the device (`CudaEngine.launch_decode`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ Row = Any  # gpu.runner.Row: a token picked by the engine, a logits row, or its 
 
 def feedable(generation: Any) -> bool:
     """True when the engine may pick this sequence's next tokens from a token it has not returned yet."""
-    return bool(getattr(generation, "device_sampleable", False)) and not generation.device_params.penalises
+    return bool(getattr(generation, "device_sampleable", False))
 
 
 class DecodeAhead:

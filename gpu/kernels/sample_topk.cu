@@ -4,6 +4,7 @@
 // Each block of grid (n_chunks, n_rows):
 // 1. applies the penalties to the ids of its chunk (an id's first occurrence in the row's window applies
 //    them with its count; skipped when repetition 1, presence 0 and frequency 0, where they change nothing);
+//    a window entry -(j + 1) stands for fed[j], a token an earlier step picked on the device (decode ahead);
 // 2. keys its chunk into shared memory, key = (order-preserving logit bits << 24) | (2^24 - 1 - id), 0 for
 //    -inf (and NaN), as sample.cu: keys are distinct and sort as the candidate order;
 // 3. writes the chunk's largest key, finite count and NaN/+inf flag (chunk_best, chunk_info);
@@ -18,6 +19,12 @@
 #define CHUNK 4096
 #define THREADS 256
 
+// Window entry q: a token id, or for -(j + 1) the token fed[j] (-1, a failed pick, matches no id).
+__device__ __forceinline__ int window_id(const int *__restrict__ win, int q, const int *__restrict__ fed) {
+    const int t = win[q];
+    return t >= 0 ? t : (fed ? fed[-t - 1] : -1);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS) sample_topk(
     float *__restrict__ logits,            // [n_rows, vocab], penalised in place
     const double *__restrict__ fparams,    // [n_rows, 6] temperature, top_p, min_p, repetition, presence, frequency
@@ -27,6 +34,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_topk(
     u64 *__restrict__ cand,                // [n_rows, MERGE_CAP] each chunk's top_k keys (split path rows)
     u64 *__restrict__ chunk_best,          // [n_rows, n_chunks] the chunk's largest finite key, 0 if none
     unsigned *__restrict__ chunk_info,     // [n_rows, n_chunks] finite count | NaN/+inf seen << 31
+    const int *__restrict__ fed,           // tokens negative window entries stand for, or null
     int vocab, int width) {
     __shared__ u64 s_keys[CHUNK];
     __shared__ unsigned s_hist[1 << RADIX];
@@ -44,12 +52,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_topk(
         const int *win = window + (size_t)r * width;
         const int n_win = window_len[r];
         for (int j = tid; j < n_win; j += THREADS) {
-            const int id = win[j];
+            const int id = window_id(win, j, fed);
             if (id < c0 || id >= c0 + len) continue;
             int count = 0;
             bool first = true;
             for (int q = 0; q < n_win; ++q) {
-                if (win[q] == id) {
+                if (window_id(win, q, fed) == id) {
                     ++count;
                     first = first && q >= j;
                 }

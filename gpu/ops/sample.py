@@ -47,10 +47,11 @@ def sample_workspace(rt: Runtime, rows: int, vocab: int) -> dict:
 
 
 def sample_topk(rt: Runtime, logits, fparams, iparams, window, window_len, cand, chunk_best,
-                chunk_info) -> None:
+                chunk_info, fed=None) -> None:
     """sample_topk.cu on logits [n, vocab] f32 (penalised in place): chunk_best [n, c] u64 and chunk_info
     [n, c] u32 (finite count | NaN/+inf << 31) per chunk of CHUNK ids; cand [n, MERGE_CAP] u64 for the rows
-    of `split_path`. `sample_topk_reference` is its numpy twin."""
+    of `split_path`. A window entry -(j + 1) stands for fed[j] (int32 on the device: tokens an earlier step
+    picked there). `sample_topk_reference` is its numpy twin."""
     n, vocab = logits.shape
     c = n_chunks(vocab)
     check(logits, "logits", np.float32, (n, vocab))
@@ -61,26 +62,29 @@ def sample_topk(rt: Runtime, logits, fparams, iparams, window, window_len, cand,
     check(cand, "cand", np.uint64, (-1, MERGE_CAP))
     check(chunk_best, "chunk_best", np.uint64, (-1, c))
     check(chunk_info, "chunk_info", np.uint32, (-1, c))
+    if fed is not None:
+        check(fed, "fed", np.int32, (-1,))
     if min(cand.shape[0], chunk_best.shape[0], chunk_info.shape[0]) < n:
         raise InvalidInput(f"workspace: rows for fewer than {n} rows")
     if vocab >= MAX_VOCAB:
         raise InvalidInput(f"logits: vocab {vocab} >= {MAX_VOCAB}, more than the kernel's id field holds")
-    fn = rt.kernel("sample_topk", "PPPPPPPPii")
+    fn = rt.kernel("sample_topk", "PPPPPPPPPii")
     rt.launch(fn, (c, n, 1), (TOPK_THREADS, 1, 1), ptr(logits), ptr(fparams), ptr(iparams), ptr(window),
-              ptr(window_len), ptr(cand), ptr(chunk_best), ptr(chunk_info), vocab, window.shape[1])
+              ptr(window_len), ptr(cand), ptr(chunk_best), ptr(chunk_info), ptr(fed), vocab, window.shape[1])
 
 
-def sample(rt: Runtime, ids, logits, fparams, iparams, window, window_len, work: dict, draws=None) -> None:
+def sample(rt: Runtime, ids, logits, fparams, iparams, window, window_len, work: dict, draws=None,
+           fed=None) -> None:
     """ids [n] int32 = each row's token from logits [n, vocab] f32 (penalised in place) with the packed
     parameters of `pack_params`; -1 marks a row with NaN/+inf logits or no finite logit. work:
     `sample_workspace` for >= n rows of this vocab. draws [n] f64, if given, receives each row's
-    philox_uniform."""
+    philox_uniform. fed: what negative window entries stand for (`sample_topk`); may be ids itself."""
     n, vocab = logits.shape
     check(ids, "ids", np.int32, (n,))
     if draws is not None:
         check(draws, "draws", np.float64, (n,))
     sample_topk(rt, logits, fparams, iparams, window, window_len, work["cand"], work["chunk_best"],
-                work["chunk_info"])
+                work["chunk_info"], fed)
     fn = rt.kernel("sample", "PPPPPPPPii")
     rt.launch(fn, (n, 1, 1), (THREADS, 1, 1), ptr(ids), ptr(logits), ptr(fparams), ptr(iparams),
               ptr(work["cand"]), ptr(work["chunk_best"]), ptr(work["chunk_info"]), ptr(draws), vocab,
@@ -113,7 +117,8 @@ def pack_params(params_list: Sequence[SamplingParams], steps: Sequence[int],
                 histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Host arrays for `sample`: fparams [n, 6] f64, iparams [n, 4] u32, window [n, width] i32 (each row's
     penalty window: the last penalty_last_n ids of its history, padded; empty where the penalties change
-    nothing), window_len [n] i32. Every seed must be set (`SamplingParams.resolve_seed()` once per
+    nothing; a history entry -(j + 1) stands for a token fed[j] on the device, see `sample_topk`),
+    window_len [n] i32. Every seed must be set (`SamplingParams.resolve_seed()` once per
     request); logit bias and ignore_eos are refused."""
     global _last_list
     n = len(params_list)

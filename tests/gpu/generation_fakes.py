@@ -189,7 +189,8 @@ class DeviceSamplingEngine:
 class AheadEngine(DeviceSamplingEngine):
     """DeviceSamplingEngine plus ``launch_decode`` (as CudaEngine's): the step runs at once but its ids come
     back through the returned pick's ``ids()``; a None token feeds the slot the token the last launch
-    picked for it. ``events`` records ("launch", slots) and ("read", launch number) in order."""
+    picked for it, which its history (ending before that token) gets too, as the device's penalty window
+    does. ``events`` records ("launch", slots) and ("read", launch number) in order."""
 
     def __init__(self, inner) -> None:
         super().__init__(inner)
@@ -197,14 +198,16 @@ class AheadEngine(DeviceSamplingEngine):
         self.events: list[tuple[str, object]] = []
 
     def launch_decode(self, slots, token_ids, params_list, steps, histories, banned=None):
-        tokens = []
-        for slot, token, params in zip(slots, token_ids, params_list, strict=True):
+        tokens, full = [], []
+        for slot, token, history in zip(slots, token_ids, histories, strict=True):
             if token is None:
-                if slot not in self.fed or params.penalises:
-                    raise InvalidInput(f"slot {slot}: nothing to feed, or a fed row with penalties")
+                if slot not in self.fed:
+                    raise InvalidInput(f"slot {slot}: nothing to feed")
                 token = max(self.fed[slot], 0)
+                history = [*history, token]
             tokens.append(token)
-        ids, _ = self.decode_mixed(slots, tokens, params_list, steps, histories, banned)
+            full.append(history)
+        ids, _ = self.decode_mixed(slots, tokens, params_list, steps, full, banned)
         self.fed = dict(zip(slots, ids.tolist(), strict=True))
         number = sum(kind == "launch" for kind, _ in self.events)
         self.events.append(("launch", list(slots)))

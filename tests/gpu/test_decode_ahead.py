@@ -27,7 +27,9 @@ FEEDABLE = [SAMPLED,
             SAMPLED.model_copy(update={"temperature": 0.0, "max_tokens": 5}),  # greedy, short
             SAMPLED.model_copy(update={"seed": 5, "ignore_eos": True, "max_tokens": 17}),  # bans EOS
             SAMPLED.model_copy(update={"seed": 6, "stop": ["e"], "max_tokens": 30}),  # a stop string
-            SAMPLED.model_copy(update={"seed": 7, "top_k": 0, "max_tokens": 9})]
+            SAMPLED.model_copy(update={"seed": 7, "top_k": 0, "max_tokens": 9}),
+            SAMPLED.model_copy(update={"seed": 8, "repetition_penalty": 1.3, "frequency_penalty": 0.4,
+                                       "max_tokens": 14})]  # penalties: the fed token joins the window
 
 
 def prompts(n: int) -> list[list[int]]:
@@ -54,7 +56,7 @@ def launched_before_read(events) -> int:
 
 
 def test_tokens_equal_the_plain_loop_with_more_requests_than_slots():
-    requests = [GenerationRequest(p, FEEDABLE[i % 5]) for i, p in enumerate(prompts(9))]
+    requests = [GenerationRequest(p, FEEDABLE[i % len(FEEDABLE)]) for i, p in enumerate(prompts(9))]
     want = run(FakeEngine(hashed_logits(TOK.vocab_size), max_batch=3), requests)
     engine = AheadEngine(FakeEngine(hashed_logits(TOK.vocab_size), max_batch=3))
     assert run(engine, requests) == want
@@ -90,8 +92,8 @@ def test_the_context_limit_ends_with_length_without_passing_it():
     assert len(got[0]) == 6 and got[0][-1][2] == "length"
 
 
-@pytest.mark.parametrize("other", [SAMPLED.model_copy(update={"repetition_penalty": 1.3}),  # penalties
-                                   SAMPLED.model_copy(update={"logprobs": 2})])  # sampled on the host
+@pytest.mark.parametrize("other", [SAMPLED.model_copy(update={"logprobs": 2}),  # sampled on the host
+                                   SAMPLED.model_copy(update={"logit_bias": {65: 2.0}})])
 def test_a_row_that_cannot_be_fed_makes_steps_wait(other):
     requests = [GenerationRequest(prompts(2)[0], SAMPLED), GenerationRequest(prompts(2)[1], other)]
     want = run(FakeEngine(hashed_logits(TOK.vocab_size)), requests)
@@ -129,6 +131,6 @@ def test_an_engine_error_drops_the_queued_step():
 
 def test_feedable():
     assert feedable(Generation([BOS], SAMPLED, TOK))
-    assert not feedable(Generation([BOS], SAMPLED.model_copy(update={"presence_penalty": 0.5}), TOK))
+    assert feedable(Generation([BOS], SAMPLED.model_copy(update={"presence_penalty": 0.5}), TOK))
     assert not feedable(Generation([BOS], SAMPLED.model_copy(update={"logit_bias": {3: 1.0}}), TOK))
     assert not feedable(object())

@@ -1,6 +1,7 @@
 """Decode steps queued ahead on the CUDA engine (`pytest -m cuda`): `launch_decode` fed the tokens the
-last launched step picked on the device gives the tokens of `decode_sample` fed them from the host, and
-`generate_batch` gives the same tokens with ORCD_DECODE_AHEAD on and off."""
+last launched step picked on the device gives the tokens of `decode_sample` fed them from the host,
+penalties included (the fed token joins the penalty window on the device), and `generate_batch` gives
+the same tokens with ORCD_DECODE_AHEAD on and off."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ def model(tiny_qwen_cuda):
 def _params(n: int):
     from gpu.params import SamplingParams
 
-    return [SamplingParams(temperature=0.0 if i % 3 == 2 else 0.9, top_k=(0, 40, 5)[i % 3], seed=100 + i)
-            for i in range(n)]
+    penalties = [{}, {"repetition_penalty": 1.5, "penalty_last_n": 8}, {"frequency_penalty": 0.8},
+                 {"presence_penalty": 1.0, "penalty_last_n": -1}]
+    return [SamplingParams(temperature=0.0 if i % 3 == 2 else 0.9, top_k=(0, 40, 5)[i % 3], seed=100 + i,
+                           **penalties[i % 4]) for i in range(n)]
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
@@ -33,13 +36,19 @@ def test_fed_tokens_equal_the_host_fed_loop(model, batch):
         first = engine.prefill(host_slots, prompts).argmax(axis=1).tolist()
         engine.prefill(fed_slots, prompts)
         want, ids = [], first
+        histories = [[*p, t] for p, t in zip(prompts, first, strict=True)]  # prompt + output so far
         for k in range(steps):
-            ids = engine.decode_sample(host_slots, ids, params, [k + 1] * batch, [[]] * batch).tolist()
+            ids = engine.decode_sample(host_slots, ids, params, [k + 1] * batch, histories).tolist()
             want.append(ids)
-        got, pick = [], engine.launch_decode(fed_slots, first, params, [1] * batch, [[]] * batch)
-        for k in range(1, steps):
-            queued = engine.launch_decode(fed_slots, [None] * batch, params, [k + 1] * batch, [[]] * batch)
+            for h, t in zip(histories, ids, strict=True):
+                h.append(t)
+        known = [[*p, t] for p, t in zip(prompts, first, strict=True)]  # what the host has read
+        got, pick = [], engine.launch_decode(fed_slots, first, params, [1] * batch, known)
+        for k in range(1, steps):  # the fed token is not in `known` yet: the device adds it
+            queued = engine.launch_decode(fed_slots, [None] * batch, params, [k + 1] * batch, known)
             got.append(pick.ids().tolist())  # read after the next step was queued
+            for h, t in zip(known, got[-1], strict=True):
+                h.append(t)
             pick = queued
         got.append(pick.ids().tolist())
         assert got == want
@@ -52,7 +61,6 @@ def test_fed_tokens_equal_the_host_fed_loop(model, batch):
 
 def test_launch_decode_refuses_rows_it_cannot_feed(model):
     from gpu.errors import InvalidInput
-    from gpu.params import SamplingParams
 
     engine, _ = model
     a, b = engine.alloc(), engine.alloc()
@@ -61,9 +69,8 @@ def test_launch_decode_refuses_rows_it_cannot_feed(model):
         with pytest.raises(InvalidInput, match=f"slot {a}: nothing to feed"):
             engine.launch_decode([a], [None], _params(1), [1], [[]])
         engine.launch_decode([a, b], [7, 8], _params(2), [1, 1], [[], []]).ids()
-        penalised = SamplingParams(repetition_penalty=1.2, seed=1)
-        with pytest.raises(InvalidInput, match=f"slot {b}: a fed row cannot use penalties"):
-            engine.launch_decode([a, b], [None, None], [_params(1)[0], penalised], [2, 2], [[], []])
+        with pytest.raises(InvalidInput, match="2 slots but 1 histories"):
+            engine.launch_decode([a, b], [None, None], _params(2), [2, 2], [[]])
         engine.decode([b], [9])  # b moved on without a launch: its picked token is stale
         with pytest.raises(InvalidInput, match=f"slot {b}: nothing to feed"):
             engine.launch_decode([b], [None], _params(1), [2], [[]])
@@ -84,7 +91,8 @@ def test_generate_batch_same_tokens_ahead_and_waiting(model, monkeypatch):
     rng = np.random.default_rng(3)
     requests = [GenerationRequest(rng.integers(0, 256, int(rng.integers(3, 40))).tolist(),
                                   SamplingParams(temperature=0.8, seed=50 + i, max_tokens=5 + 3 * i,
-                                                 ignore_eos=i % 2 == 0, stop=["a"] if i % 4 == 1 else []))
+                                                 ignore_eos=i % 2 == 0, stop=["a"] if i % 4 == 1 else [],
+                                                 frequency_penalty=0.5 if i % 3 == 0 else 0.0))
                 for i in range(20)]  # 20 requests, 16 slots: some join while a step is queued
 
     def run(ahead: str):

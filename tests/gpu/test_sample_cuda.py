@@ -227,6 +227,31 @@ def test_sample_topk_matches_numpy_twin(rt, rng, vocab):
     assert n_split > 0
 
 
+def test_fed_window_entries_penalise_as_the_tokens_they_stand_for(rt, rng):
+    """A window entry -(j + 1) is fed[j] (decode ahead: the token the last launched step picked): the
+    penalised logits equal those of the explicit window and the numpy twin's."""
+    from gpu.ops import sample as ops
+
+    batch, vocab = 6, 4096 * 2 + 5
+    params = [PARAM_SETS[5], PARAM_SETS[6]] * 3  # penalties over the last 16 / over all ids
+    fed = rng.integers(0, 50, 12).astype(np.int32)  # among the histories' repeated ids
+    slots = rng.integers(0, 12, batch)
+    histories = [[*random_history(rng, vocab), -(1 + int(j))] for j in slots]
+    explicit = [[*h[:-1], int(fed[j])] for h, j in zip(histories, slots, strict=True)]
+    logits = random_logits(rng, batch, vocab)
+    work = ops.sample_workspace(rt, batch, vocab)
+    got = []
+    for hist, feed in ((histories, rt.to_device(fed, "test")), (explicit, None)):
+        dev = [rt.to_device(a, "test") for a in ops.pack_params(params, [0] * batch, hist)]
+        d_logits = rt.to_device(logits, "test")
+        ops.sample_topk(rt, d_logits, *dev, work["cand"], work["chunk_best"], work["chunk_info"], fed=feed)
+        rt.synchronize()
+        got.append(d_logits.get())
+    assert np.array_equal(got[0], got[1])
+    assert np.array_equal(got[0], _penalised(logits, params, explicit))
+    assert not np.array_equal(got[0], logits)
+
+
 def test_ties_and_sparse_rows_match_numpy_sampler(rt, rng):
     vocab, batch = 151936, 16
     params = [PARAM_SETS[i % len(PARAM_SETS)] for i in range(batch)]
