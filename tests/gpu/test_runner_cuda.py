@@ -1,9 +1,9 @@
 """The runner's decode step on the CUDA engine (`pytest -m cuda`): tokens picked on the GPU.
 
 A synthetic random-weight qwen2 (byte vocab, 512 ids). Greedy requests, penalties included, give the
-same tokens through the device path (`decode_mixed`) as through the logits path; a seeded sampled request
-gives the same tokens alone and inside a batch of 16 whose other rows take either path; the engine's
-context is current on no thread after load, and another thread can close it.
+same tokens through the device path (decoded ahead: `launch_decode`) as through the logits path; a
+seeded sampled request gives the same tokens alone and inside a batch of 16 whose other rows take either
+path; the engine's context is current on no thread after load, and another thread can close it.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ class Spy:
 
 
 class LogitsOnly:
-    """The engine without `decode_mixed`: the runner samples every token on the host."""
+    """The engine without `decode_mixed` or `launch_decode`: the runner samples every token on the host."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
 
     def __getattr__(self, name: str):
-        if name == "decode_mixed":
+        if name in ("decode_mixed", "launch_decode"):
             raise AttributeError(name)
         return getattr(self.engine, name)
 
@@ -79,9 +79,9 @@ def test_greedy_device_path_equals_logits_path(model):
     requests = [GenerationRequest(p, q) for p, q in zip(_prompts(16, 1), params, strict=True)]
     device = Spy(engine)
     want = _tokens(LogitsOnly(device), tok, requests)
-    assert device.mixed_calls == 0
+    assert device.mixed_calls == device.launches == 0
     assert _tokens(device, tok, requests) == want
-    assert device.mixed_calls == N_TOKENS - 1
+    assert device.launches == N_TOKENS - 1 and device.mixed_calls == 0  # decoded ahead, penalties too
     assert all(len(ids) == N_TOKENS for ids in want.values())
 
 
