@@ -71,12 +71,13 @@ def record_appended(pipe: redis_lib.client.Pipeline, event: Event, *, live_ttl_s
     status = _STATUS.get(event.type)
     if event.type == "done":
         status = "cancelled" if event.finish_reason == "cancelled" else "done"
-    if status:
-        pipe.hset(meta, mapping={"status": status, f"{event.type}_at": event.ts})
+    fields = {"status": status, f"{event.type}_at": event.ts} if status else {}
     if event.type == "queued":
-        pipe.hset(meta, "queue", event.queue)
+        fields["queue"] = event.queue
     elif event.type == "started":
-        pipe.hset(meta, "worker", event.worker)
+        fields["worker"] = event.worker
+    if fields:
+        pipe.hset(meta, mapping=fields)  # one command per event
     ttl = result_ttl_s if event.type in TERMINAL else live_ttl_s
     for key in (keys.job_events(event.job_id), meta, keys.job_cancel(event.job_id)):
         pipe.expire(key, ttl)
