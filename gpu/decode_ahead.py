@@ -31,7 +31,8 @@ def feedable(generation: Any) -> bool:
 
 class DecodeAhead:
     """One decode step at a time for a changing batch, with the next step queued before a step's tokens
-    are read; `rows` per step, `drop` when the batch's steps stop (an engine error, the loop's end)."""
+    are read: `rows` per step. A queued step left unread (the loop's end) is harmless: its slots are freed
+    by their owners, and an engine error forgets it."""
 
     def __init__(self, engine: Any, enabled: bool | None = None):
         if enabled is None:
@@ -49,10 +50,6 @@ class DecodeAhead:
         except BaseException:
             self._queued = None
             raise
-
-    def drop(self) -> None:
-        """Forget the queued step (its tokens are never read; its slots are freed by their owners)."""
-        self._queued = None
 
     def _rows(self, slots, token_ids, generations) -> list[tuple[int, Row]]:
         queued, self._queued = self._queued, None

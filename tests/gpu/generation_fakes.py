@@ -15,6 +15,11 @@ from gpu.errors import ContextOverflow, InvalidInput, KVCacheFull, UnknownSlot
 EOS, BOS = 256, 257
 
 
+def prompts(n: int) -> list[list[int]]:
+    """n short byte prompts of different lengths, each starting with BOS."""
+    return [[BOS] + list(f"prompt number {i}".encode())[: 4 + i] for i in range(n)]
+
+
 class ByteTokenizer:
     """ids 0..255 are bytes, 256 ``<eos>`` (the only end-of-generation id), 257 ``<bos>``, then pieces."""
 

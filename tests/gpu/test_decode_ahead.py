@@ -18,6 +18,7 @@ from tests.gpu.generation_fakes import (
     DeviceSamplingEngine,
     FakeEngine,
     hashed_logits,
+    prompts,
     scripted_logits,
 )
 
@@ -30,10 +31,6 @@ FEEDABLE = [SAMPLED,
             SAMPLED.model_copy(update={"seed": 7, "top_k": 0, "max_tokens": 9}),
             SAMPLED.model_copy(update={"seed": 8, "repetition_penalty": 1.3, "frequency_penalty": 0.4,
                                        "max_tokens": 14})]  # penalties: the fed token joins the window
-
-
-def prompts(n: int) -> list[list[int]]:
-    return [[BOS] + list(f"prompt number {i}".encode())[: 4 + i] for i in range(n)]
 
 
 def run(engine, requests) -> dict[int, list[tuple]]:

@@ -15,15 +15,12 @@ from tests.gpu.generation_fakes import (
     DeviceSamplingEngine,
     FakeEngine,
     hashed_logits,
+    prompts,
     scripted_logits,
 )
 
 TOK = ByteTokenizer()
 SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
-
-
-def prompts(n: int) -> list[list[int]]:
-    return [[BOS] + list(f"prompt number {i}".encode())[: 4 + i] for i in range(n)]
 
 
 def test_generate_follows_the_script_then_frees_the_slot():
