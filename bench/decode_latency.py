@@ -38,11 +38,13 @@ def write_model(workdir: Path, name: str) -> Path:
 
 def graph_step_ms(eng, batch: int) -> float:
     import pycuda.driver as cuda
+    from gpu_timing import decode_key
 
     start, end = cuda.Event(), cuda.Event()
+    key = decode_key(eng, batch)
     start.record(eng.rt.stream)
     for _ in range(REPLAYS):
-        eng.graphs.launch(batch)
+        eng.graphs.launch(key)
     end.record(eng.rt.stream)
     end.synchronize()
     return end.time_since(start) / REPLAYS

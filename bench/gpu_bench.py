@@ -224,14 +224,16 @@ def generate_seconds(eng, path: Path, batch: int, ahead: str, temperature: float
 def profile_step(out: Path, name: str, eng, batch: int) -> None:
     """GPU time of one decode step: its CUDA graph replayed back to back, and each kernel timed alone."""
     import pycuda.driver as cuda
+    from gpu_timing import decode_key
 
     rt = eng.rt
     with rt.activate():
         if eng.graphs is not None and batch in eng.graphs:
+            key = decode_key(eng, batch)
             start, end = cuda.Event(), cuda.Event()
             start.record(rt.stream)
             for _ in range(50):
-                eng.graphs.launch(batch)
+                eng.graphs.launch(key)
             end.record(rt.stream)
             end.synchronize()
             record(

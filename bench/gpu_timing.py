@@ -49,3 +49,9 @@ def queued_ms(rt, enqueue, *, cycles: int, batches: int, per_batch: int = 1, war
             end.synchronize()
             times.append(end.time_since(start) / per_batch)
     return float(np.median(times))
+
+
+def decode_key(eng, batch: int):
+    """The key of the graph a short-context decode step of `batch` rows replays: the one-pass attention's
+    when it is captured (CudaEngine.direct_attention), else the two-pass one."""
+    return ("direct", batch) if ("direct", batch) in eng.graphs else batch

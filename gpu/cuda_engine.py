@@ -17,6 +17,7 @@ module and what it imports touch PyCUDA.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -31,7 +32,7 @@ from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
 from .errors import EngineError, InvalidInput, OutOfMemory, SamplingError
 from .ops.argmax import argmax, ids_from_packed
-from .ops.attention_decode import n_splits
+from .ops.attention_decode import DIRECT_CTX, n_splits
 from .ops.sample import pack_params
 from .params import SamplingParams
 from .prefill_plan import pack_bucket, pack_buckets, packable, plan_prefill
@@ -43,6 +44,8 @@ __all__ = ["CudaEngine", "device_count"]
 
 PREFILL_CHUNK = 512  # tokens per prefill forward (longer prompts run in several)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ENV_DIRECT = "ORCD_DIRECT_ATTENTION"  # "0": decode always takes the two-pass attention (an A/B switch)
+DIRECT_MAX_BATCH = 8  # buckets above take the two-pass attention (one-pass measured slower at 64 rows)
 
 
 class CudaEngine(Engine):
@@ -67,6 +70,8 @@ class CudaEngine(Engine):
         self._sample_host = None  # decode_sample: pack_params' arrays for this step
         self._bans: list[tuple[int, int, int, int]] = []  # decode_mixed: ban_rectangles set to -inf
         self._keep_logits = False  # decode_mixed: copy the raw logits to host_logits too
+        # steps whose positions are all below DIRECT_CTX take the one-pass attention (their own graphs)
+        self.direct_attention = os.environ.get(ENV_DIRECT, "1") != "0"
         self.graphs = None
         if use_graphs:
             try:
@@ -177,14 +182,9 @@ class CudaEngine(Engine):
         host, bans = self._sample_inputs(slots, params_list, steps, histories, banned)
         tokens = self._check_batch(slots, [[0 if t is None else t] for t in token_ids], "token_ids")
         starts = [self.slots.reserve(slot, 1) for slot in slots]
-        bucket = next(b for b in self.buckets if b >= n)
         with self.rt.activate(), _engine_errors("decode", slots):
-            inputs = self._host_inputs()
-            inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch
-            inputs[0, :n] = [-(fed[i] + 1) if i in fed else int(t[0]) for i, t in enumerate(tokens)]
-            inputs[1, :n], inputs[2, :n] = starts, slots
-            self._send_inputs()
-            self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
+            ids = [-(fed[i] + 1) if i in fed else int(t[0]) for i, t in enumerate(tokens)]
+            self._decode_step(slots, ids, starts)
             pick = self.sampler.queue(self.forward.logits[:n], self.forward.fed, host, bans)
         for slot in slots:
             self.slots.commit(slot, 1)
@@ -244,16 +244,31 @@ class CudaEngine(Engine):
         return np.concatenate(out) if len(out) > 1 else out[0]  # [T, vocab]
 
     def _decode(self, slots: list[int], token_ids: np.ndarray, starts: list[int]) -> np.ndarray:
-        n = len(slots)
         self._forget_fed(slots)
-        bucket = next(b for b in self.buckets if b >= n)
         with self.rt.activate(), _engine_errors("decode", slots):
-            inputs = self._host_inputs()
-            inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]  # padding rows: token 0 at 0 of the scratch
-            inputs[0, :n], inputs[1, :n], inputs[2, :n] = token_ids, starts, slots  # slot
-            self._send_inputs()
-            self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
-            return self._pick(n)
+            self._decode_step(slots, token_ids, starts)
+            return self._pick(len(slots))
+
+    def _decode_step(self, slots, ids, starts) -> None:
+        """Queue one decode step (context current): inputs ids / starts / slots, padded to the batch bucket
+        with rows of token 0 at position 0 of the scratch slot, then the bucket's graph; the one-pass
+        attention's graph when every position is below DIRECT_CTX and the bucket is small."""
+        n = len(slots)
+        bucket = next(b for b in self.buckets if b >= n)
+        inputs = self._host_inputs()
+        inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]
+        inputs[0, :n], inputs[1, :n], inputs[2, :n] = ids, starts, slots
+        self._send_inputs()
+        self._replay_decode(bucket, self._direct(bucket) and max(starts) < DIRECT_CTX)
+
+    def _direct(self, bucket: int) -> bool:
+        """Whether short-context steps of this bucket take the one-pass attention."""
+        return self.direct_attention and bucket <= DIRECT_MAX_BATCH
+
+    def _replay_decode(self, bucket: int, direct: bool) -> None:
+        what = f"decode step for batch {bucket}" + (" (one-pass attention)" if direct else "")
+        key = ("direct", bucket) if direct else bucket
+        self._replay(key, partial(self.forward.decode, bucket, direct), what)
 
     def _forget_fed(self, slots: list[int]) -> None:
         """These slots move on without launch_decode: the tokens it picked for them are no longer theirs."""
@@ -298,7 +313,8 @@ class CudaEngine(Engine):
                 inputs = self._host_inputs()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
                 self._send_inputs()
-                self._replay(bucket, partial(self.forward.decode, bucket), f"decode step for batch {bucket}")
+                for direct in (False, True) if self._direct(bucket) else (False,):
+                    self._replay_decode(bucket, direct)
             self.rt.synchronize()
         seconds = time.perf_counter() - t0
         logger.info("warm-up: graphs for prefill of %s rows and decode of batch %s captured in %.2f s",

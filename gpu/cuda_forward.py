@@ -89,13 +89,15 @@ class CudaForward:
         cuda.memcpy_htod_async(self.inputs.gpudata, host, self.rt.stream)
 
     # --- steps -----------------------------------------------------------------------------------
-    def decode(self, n: int) -> None:
-        """One token for each of the n rows (inputs set); logits[:n] hold the next-token logits."""
+    def decode(self, n: int, direct: bool = False) -> None:
+        """One token for each of the n rows (inputs set); logits[:n] hold the next-token logits. direct: the
+        one-pass attention (every position below DIRECT_CTX; the same result, one launch less a layer)."""
         slots, pos = self.slots[:n], self.pos[:n]
         part_out, part_ml = self.part_out[:n], self.part_ml[:n]
 
         def attend(i, q, att):
-            attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml)
+            attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml,
+                             direct=direct)
 
         self._body(n, attend, packed=False)
         self._head(self.x[:n], self.h[:n], self.logits[:n])

@@ -5,18 +5,33 @@
 // split's (m, l, unnormalised out) written for attention_combine (splits past the length write nothing).
 // Lengths come from device memory (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads
 // kv head h / (n_heads / n_kv).
-// -D HEAD_DIM (a multiple of 8).
+// -D DIRECT=1: one block per (query head, sequence) covers the whole context (at most 32 * WARPS
+// positions, the caller's promise) and writes the attention output itself, no attention_combine launch.
+// Its warps pair up as the 64-position splits of the two-pass form and it merges them with the same
+// float operations in the same order (each pair as a two-warp block, then the splits as attention_combine),
+// so the output is bit-identical to the two passes': a row's result never depends on which form its
+// batch took.
+// -D HEAD_DIM (a multiple of 8), -D DIRECT (0 or 1), -D WARPS (2 for the two-pass form).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
 #endif
-#define DPL ((HEAD_DIM + 31) / 32)  // value dims per lane
+#ifndef DIRECT
+#define DIRECT 0
+#endif
+#ifndef WARPS
 #define WARPS 2
+#endif
+#define DPL ((HEAD_DIM + 31) / 32)  // value dims per lane
+#define PAIR 2                      // warps per 64-position split of the two-pass form
+#if DIRECT == 0 && WARPS != PAIR
+#error "the two-pass form has one split of two warps per block"
+#endif
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
-    float *__restrict__ part_out,        // [n_rows, n_heads, n_splits, HEAD_DIM]
-    float *__restrict__ part_ml,         // [n_rows, n_heads, n_splits, 2]
+    float *__restrict__ part_out,        // [n_rows, n_heads, n_splits, HEAD_DIM]; DIRECT: dtype out
+    float *__restrict__ part_ml,         // [n_rows, n_heads, n_splits, 2]; DIRECT: unused
     const dtype *__restrict__ q,         // [n_rows, n_heads, HEAD_DIM]
     const dtype *__restrict__ k_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
     const dtype *__restrict__ v_cache,   // [n_slots, n_kv, max_ctx, HEAD_DIM]
@@ -25,7 +40,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     int n_heads, int n_kv_heads, int max_ctx, int split_len, float scale) {
     __shared__ float s_q[HEAD_DIM];
     __shared__ float s_m[WARPS], s_l[WARPS], s_o[WARPS][HEAD_DIM];
-    const int h = blockIdx.x, r = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+    const int h = blockIdx.x, r = blockIdx.y, split = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int len = pos[r] + 1;  // slots and pos are step inputs, written by no kernel
     const int begin = split * split_len, end = min(len, begin + split_len);
@@ -40,7 +55,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     pdl_launch_dependents();
     pdl_wait();
     if (begin >= end) return;  // past the sequence: attention_combine does not read this split
-    const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
     const dtype *qr = q + ((size_t)r * n_heads + h) * HEAD_DIM;
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) s_q[d] = to_f32(qr[d]) * scale;
     __syncthreads();
@@ -90,6 +104,51 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     for (int i = 0; i < DPL; ++i)
         if (lane + 32 * i < HEAD_DIM) s_o[warp][lane + 32 * i] = o[i];
     __syncthreads();
+#if DIRECT
+    // attention_combine over the splits 0..used-1, each split's (m, l, out) made as its two-warp block makes
+    // them; loops unrolled over every split (guarded by `used`) so split_m stays in registers
+    constexpr int SPLITS = WARPS / PAIR;
+    const int used = (len - 1) / (PAIR * 32) + 1;
+    float split_m[SPLITS];
+    float m_all = -INFINITY;
+#pragma unroll
+    for (int sp = 0; sp < SPLITS; ++sp) {
+        float ms = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < PAIR; ++w) ms = fmaxf(ms, s_m[sp * PAIR + w]);
+        split_m[sp] = ms;
+        if (sp < used) m_all = fmaxf(m_all, ms);
+    }
+    float l_all = 0.0f;
+#pragma unroll
+    for (int sp = 0; sp < SPLITS; ++sp) {
+        if (sp >= used) break;
+        float ls = 0.0f;
+#pragma unroll
+        for (int w = 0; w < PAIR; ++w) {
+            const int ww = sp * PAIR + w;
+            if (s_l[ww] > 0.0f) ls += s_l[ww] * __expf(s_m[ww] - split_m[sp]);
+        }
+        l_all += ls * __expf(split_m[sp] - m_all);
+    }
+    dtype *out = reinterpret_cast<dtype *>(part_out) + ((size_t)r * n_heads + h) * HEAD_DIM;
+    for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int sp = 0; sp < SPLITS; ++sp) {
+            if (sp >= used) break;
+            float os = 0.0f;
+#pragma unroll
+            for (int w = 0; w < PAIR; ++w) {
+                const int ww = sp * PAIR + w;
+                if (s_l[ww] > 0.0f) os += s_o[ww][d] * __expf(s_m[ww] - split_m[sp]);
+            }
+            acc += os * __expf(split_m[sp] - m_all);
+        }
+        out[d] = from_f32(acc / l_all);
+    }
+#else
+    const int n_splits = gridDim.z;
     float m_all = -INFINITY;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) m_all = fmaxf(m_all, s_m[w]);
@@ -98,9 +157,10 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
 #pragma unroll
         for (int w = 0; w < WARPS; ++w)
             if (s_l[w] > 0.0f) acc += s_o[w][d] * __expf(s_m[w] - m_all);
-        part_out[part * HEAD_DIM + d] = acc;
+        part_out[(((size_t)r * n_heads + h) * n_splits + split) * HEAD_DIM + d] = acc;
     }
     if (threadIdx.x == 0) {
+        const size_t part = ((size_t)r * n_heads + h) * n_splits + split;
         float l_all = 0.0f;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w)
@@ -108,4 +168,5 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
         part_ml[part * 2] = m_all;
         part_ml[part * 2 + 1] = l_all;
     }
+#endif
 }

@@ -11,6 +11,8 @@ from ..runtime import Runtime, ptr
 from . import blocks, check
 
 SPLIT_LEN = 64  # context positions per block of the first pass (2 warps x 32)
+DIRECT_WARPS = 16
+DIRECT_CTX = 32 * DIRECT_WARPS  # the longest context the one-pass form covers (one block per head and row)
 
 
 def n_splits(max_ctx: int) -> int:
@@ -18,13 +20,15 @@ def n_splits(max_ctx: int) -> int:
 
 
 def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out, part_ml,
-                     splits: int | None = None) -> None:
+                     splits: int | None = None, direct: bool = False) -> None:
     """out [n, n_heads * hd] operand: softmax(q k^T / sqrt(hd)) v over positions 0..pos[i] of slots[i].
 
     q [n, n_heads, hd] operand; caches [n_slots, n_kv, max_ctx, hd]; slots, pos [n] int32 (device, so a
     captured graph reads each step's values); part_out [n, n_heads, S, hd] and part_ml [n, n_heads, S, 2]
     f32 scratch with S = `splits`, by default n_splits(max_ctx); a smaller S is the caller's promise that
     every pos[i] < S * SPLIT_LEN (a packed prefill of short prompts). The result does not depend on S.
+    direct: one launch, one block per (head, row) writing `out` itself (the partials unused), bit-identical
+    to the two passes; the caller's promise that every pos[i] < DIRECT_CTX.
     """
     n, n_heads, head_dim = q.shape
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
@@ -43,10 +47,16 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     check(pos, "pos", np.int32, (n,))
     check(part_out, "part_out", np.float32, (n, n_heads, splits, head_dim))
     check(part_ml, "part_ml", np.float32, (n, n_heads, splits, 2))
+    scale = np.float32(1.0 / math.sqrt(head_dim))
+    if direct:
+        one = rt.kernel("attention_decode", "PPPPPPPiiiif", HEAD_DIM=head_dim, DIRECT=1, WARPS=DIRECT_WARPS)
+        rt.launch(one, (n_heads, n, 1), (32 * DIRECT_WARPS, 1, 1), ptr(out), ptr(part_ml), ptr(q),
+                  ptr(k_cache), ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, DIRECT_CTX,
+                  scale)
+        return
     first = rt.kernel("attention_decode", "PPPPPPPiiiif", HEAD_DIM=head_dim)
     rt.launch(first, (n_heads, n, splits), (64, 1, 1), ptr(part_out), ptr(part_ml), ptr(q), ptr(k_cache),
-              ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN,
-              np.float32(1.0 / math.sqrt(head_dim)))
+              ptr(v_cache), ptr(slots), ptr(pos), n_heads, n_kv_heads, max_ctx, SPLIT_LEN, scale)
     combine = rt.kernel("attention_combine", "PPPPiii")
     rt.launch(combine, (n_heads, n, 1), (min(1024, blocks(head_dim, 32) * 32), 1, 1), ptr(out),
               ptr(part_out), ptr(part_ml), ptr(pos), splits, SPLIT_LEN, head_dim)

@@ -4,6 +4,7 @@ launch (batch invariance)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,10 @@ MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
 _MAX_KSPLIT = 16  # warps per block: one group of 8 weight rows, its K split over the block's warps
 _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
-# row buckets up to this size software-pipeline their weight loads; off: on an H200 it cost 9% of batch-1
-# decode (Qwen2.5-0.5B shape) and 7% (Phi-3-mini shape), measured by bench/gpu_bench.py
-PIPELINE_MAX_M = 0
+# row buckets up to this size software-pipeline their weight loads (the same bits); off: on an H200 it cost
+# 9% of batch-1 decode (Qwen2.5-0.5B shape) and 7% (Phi-3-mini shape), measured by bench/gpu_bench.py;
+# $ORCD_GEMV_PIPELINE_MAX_M sets it (an A/B switch for benchmarks)
+PIPELINE_MAX_M = int(os.environ.get("ORCD_GEMV_PIPELINE_MAX_M", "0"))
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,29 @@ def test_attention_decode(rt, rng, head_dim, n_heads, n_kv):
         assert rel_err(got[i], want) <= 1e-2, f"row {i} (pos {pos[i]})"
 
 
+# every length class of the one-pass form: one position, a split's first warp only, a whole split, the
+# first of a split, odd tails, the last covered position
+@pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 14, 2), (96, 4, 4), (128, 4, 1)])
+def test_attention_decode_one_pass_is_bit_identical_to_two(rt, rng, head_dim, n_heads, n_kv):
+    from gpu.ops.attention_decode import DIRECT_CTX, attention_decode, n_splits
+
+    n_slots, max_ctx = 9, 700
+    pos = np.array([0, 17, 31, 32, 63, 64, 200, DIRECT_CTX - 1])
+    n = len(pos)
+    kc, k_f, vc, v_f = _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim)
+    q, _ = operand(rt, rng.standard_normal((n, n_heads, head_dim)).astype(np.float32))
+    slots, positions = ints(rt, rng.choice(n_slots, n, replace=False)), ints(rt, pos)
+    s = n_splits(max_ctx)
+    part_out = empty(rt, (n, n_heads, s, head_dim), np.float32)
+    part_ml = empty(rt, (n, n_heads, s, 2), np.float32)
+    two, one = empty(rt, (n, n_heads * head_dim)), empty(rt, (n, n_heads * head_dim))
+    attention_decode(rt, two, q, kc, vc, slots, positions, part_out, part_ml)
+    attention_decode(rt, one, q, kc, vc, slots, positions, part_out, part_ml, direct=True)
+    want, got = get(rt, two), get(rt, one)
+    assert not np.isnan(got).any()
+    assert np.array_equal(got, want)  # bit for bit (the operand type widens to float32 exactly)
+
+
 # odd lengths (partial 64-query blocks and 64-key tiles), a cached prefix (a later chunk of a long prompt:
 # start > 0, tiles wholly before the chunk unmasked), GQA ratios 3, 1, 4 and 7 (Qwen2.5's 14 / 2)
 @pytest.mark.parametrize(("t", "start"), [(1, 0), (7, 0), (65, 0), (77, 0), (45, 50), (300, 7), (130, 200),
@@ -240,6 +263,24 @@ def test_gemv_row_result_does_not_depend_on_batch(rt, rng):
         rows[m] = get(rt, y)[0]
     for m, row in rows.items():
         assert np.array_equal(row, rows[1]), f"row 0 differs between a batch of 1 and of {m}"
+
+
+# the software-pipelined weight loads (gemv.PIPELINE_MAX_M) reorder loads only: the same bits, so a batch
+# size it serves and one it does not still agree (batch invariance)
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 1152, 896), (5, 333, 136), (8, 4864, 896), (3, 3072, 8192)])
+def test_gemv_pipelined_is_bit_identical(rt, rng, monkeypatch, m, n, k):
+    from gpu.ops import gemv as gemv_mod
+
+    x, _ = operand(rt, rng.standard_normal((m, k)).astype(np.float32))
+    w, _ = operand(rt, (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32))
+    bias = f32(rt, rng.standard_normal(n).astype(np.float32))
+    out = {}
+    for pipeline_max_m in (0, 8):
+        monkeypatch.setattr(gemv_mod, "PIPELINE_MAX_M", pipeline_max_m)
+        y = f32(rt, np.ones((m, n), np.float32))
+        gemv_mod.gemv(rt, y, x, w, bias, accumulate=True)
+        out[pipeline_max_m] = get(rt, y)
+    assert np.array_equal(out[8], out[0])
 
 
 @pytest.mark.parametrize("vocab", [151_936, 77, 32_064])

@@ -44,6 +44,7 @@ def test_warm_up_captures_every_bucket_and_changes_no_result(path):
         assert warm.warm_up() > 0.0
         assert warm.buckets == [1, 2, 4, 8, 16]
         assert all(bucket in warm.graphs for bucket in warm.buckets)
+        assert [b for b in warm.buckets if ("direct", b) in warm.graphs] == [1, 2, 4, 8]  # one-pass attention
         assert all(("prefill", rows) in warm.graphs for rows in (8, 16, 32, 48, 64, 96, 128, 192, 256, 320,
                                                                   384, 448, 512))
         assert ("chunk", 256) in warm.graphs and ("chunk", 320) not in warm.graphs  # chunks fit the context

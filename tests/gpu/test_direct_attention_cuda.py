@@ -1,0 +1,50 @@
+"""The one-pass decode attention (`pytest -m cuda`): steps whose positions are all below DIRECT_CTX run
+graphs with one attention launch a layer instead of two; logits must be bit-identical to the two-pass
+graphs (`ORCD_DIRECT_ATTENTION=0`) over prefill and decode steps that cross DIRECT_CTX, so a row's result
+never depends on which form its batch took."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
+
+    return write_synthetic_model(tmp_path_factory.mktemp("direct") / "qwen2.gguf", n_layers=3,
+                                 vocab=BYTE_VOCAB, vocab_size=512, context_length=1024, seed=23, arch="qwen2",
+                                 dim=448, n_heads=7, n_kv_heads=1, hidden_dim=1024, dtype="f16")
+
+
+def run(path, monkeypatch, direct: str, prompts: list[list[int]], steps: int):
+    """Logits of prefill and `steps` decode steps (feeding each row's argmax), and the graph keys used."""
+    from gpu.cuda_engine import CudaEngine
+
+    monkeypatch.setenv("ORCD_DIRECT_ATTENTION", direct)
+    engine = CudaEngine.load(path, max_batch=8, max_context=1024)
+    try:
+        slots = [engine.alloc() for _ in prompts]
+        logits = [engine.prefill(slots, prompts)]
+        for _ in range(steps):
+            logits.append(engine.decode(slots, logits[-1].argmax(axis=1).tolist()))
+        return np.stack(logits), set(engine.graphs._execs)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_one_pass_attention_matches_two_passes_bit_for_bit(path, monkeypatch, batch):
+    from gpu.ops.attention_decode import DIRECT_CTX
+
+    rng = np.random.default_rng(batch)
+    lengths = [DIRECT_CTX - 20, 5, 60, 130, 9, 64, 17, 300][:batch]  # the first crosses DIRECT_CTX
+    prompts = [rng.integers(0, 512, n).tolist() for n in lengths]
+    two, two_keys = run(path, monkeypatch, "0", prompts, steps=40)
+    one, one_keys = run(path, monkeypatch, "1", prompts, steps=40)
+    bucket = next(b for b in (1, 2, 4, 8) if b >= batch)
+    assert ("direct", bucket) not in two_keys and ("direct", bucket) in one_keys and bucket in one_keys
+    assert np.array_equal(one, two)  # [1 + steps, batch, vocab]
