@@ -48,6 +48,13 @@ ENV_DIRECT = "ORCD_DIRECT_ATTENTION"  # "0": decode always takes the two-pass at
 DIRECT_MAX_BATCH = 8  # buckets above take the two-pass attention (one-pass measured slower at 64 rows)
 
 
+def direct_limit(bucket: int) -> int:
+    """Positions below which a decode step of `bucket` rows takes the one-pass attention: its n_heads x rows
+    blocks each cover the whole context, so few rows want short contexts (H100, Qwen2.5-0.5B shape: one
+    row faster up to 128 positions and slower from 192, eight rows faster up to 511)."""
+    return min(DIRECT_CTX, 128 * bucket)
+
+
 class CudaEngine(Engine):
     backend = "cuda"
 
@@ -252,14 +259,14 @@ class CudaEngine(Engine):
     def _decode_step(self, slots, ids, starts) -> None:
         """Queue one decode step (context current): inputs ids / starts / slots, padded to the batch bucket
         with rows of token 0 at position 0 of the scratch slot, then the bucket's graph; the one-pass
-        attention's graph when every position is below DIRECT_CTX and the bucket is small."""
+        attention's graph when every position is below `direct_limit` and the bucket is small."""
         n = len(slots)
         bucket = next(b for b in self.buckets if b >= n)
         inputs = self._host_inputs()
         inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]
         inputs[0, :n], inputs[1, :n], inputs[2, :n] = ids, starts, slots
         self._send_inputs()
-        self._replay_decode(bucket, self._direct(bucket) and max(starts) < DIRECT_CTX)
+        self._replay_decode(bucket, self._direct(bucket) and max(starts) < direct_limit(bucket))
 
     def _direct(self, bucket: int) -> bool:
         """Whether short-context steps of this bucket take the one-pass attention."""

@@ -1,6 +1,6 @@
-"""The one-pass decode attention (`pytest -m cuda`): steps whose positions are all below DIRECT_CTX run
+"""The one-pass decode attention (`pytest -m cuda`): steps whose positions are all below `direct_limit` run
 graphs with one attention launch a layer instead of two; logits must be bit-identical to the two-pass
-graphs (`ORCD_DIRECT_ATTENTION=0`) over prefill and decode steps that cross DIRECT_CTX, so a row's result
+graphs (`ORCD_DIRECT_ATTENTION=0`) over prefill and decode steps that cross the limit, so a row's result
 never depends on which form its batch took."""
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def run(path, monkeypatch, direct: str, prompts: list[list[int]], steps: int):
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_one_pass_attention_matches_two_passes_bit_for_bit(path, monkeypatch, batch):
-    from gpu.ops.attention_decode import DIRECT_CTX
+    from gpu.cuda_engine import direct_limit
 
     rng = np.random.default_rng(batch)
-    lengths = [DIRECT_CTX - 20, 5, 60, 130, 9, 64, 17, 300][:batch]  # the first crosses DIRECT_CTX
+    bucket = next(b for b in (1, 2, 4, 8) if b >= batch)
+    lengths = [direct_limit(bucket) - 20, 5, 60, 30, 9, 64, 17, 100][:batch]  # the first crosses the limit
     prompts = [rng.integers(0, 512, n).tolist() for n in lengths]
     two, two_keys = run(path, monkeypatch, "0", prompts, steps=40)
     one, one_keys = run(path, monkeypatch, "1", prompts, steps=40)
-    bucket = next(b for b in (1, 2, 4, 8) if b >= batch)
     assert ("direct", bucket) not in two_keys and ("direct", bucket) in one_keys and bucket in one_keys
     assert np.array_equal(one, two)  # [1 + steps, batch, vocab]
