@@ -167,10 +167,10 @@ class Channel(kombu_redis.Channel):
 
     def _put_back(self, taken: list[tuple[str, Any]]) -> None:
         """Taken messages not delivered: from the unacked hash back to the front of their lists."""
-        for _queue, payload in reversed(taken):  # the first ends up next in line
+        for _queue, payload in reversed(taken):  # RPUSH (kombu's leftmost=False): the first is next in line
             tag = payload["properties"]["delivery_tag"]
             self.qos.recorded.discard(tag)
-            self.qos.restore_by_tag(tag, leftmost=True)
+            self.qos.restore_by_tag(tag, leftmost=False)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consumer's BRPOP client: kombu already keeps one
