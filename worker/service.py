@@ -28,6 +28,7 @@ from . import keys
 from .cancels import CancelWatcher
 from .engine_process import EngineProcess, load_worker_engine, new_generation, worker_scheduler
 from .errors import InvalidJob, WorkerError
+from .group_commit import GroupCommit
 from .joblog import job_logger
 from .metrics import WorkerMetrics
 from .publisher import JobPublisher, Publisher
@@ -39,6 +40,18 @@ from .streams import log_state, parse_entry, stream_id
 logger = logging.getLogger(__name__)
 
 FINISH_REASONS = ("stop", "length", "cancelled")
+
+Prepared = tuple[list[dict[str, Any]], list[tuple[dict[str, Any], threading.Event]]]  # summaries, ends
+
+
+def usable_job(payload: Any) -> tuple[dict, str, str | None] | None:
+    """(payload, job id, correlation id) of a payload with a usable id; None (logged) otherwise."""
+    job_id = payload.get("id") if isinstance(payload, dict) else None
+    if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
+        logger.error("dropping a job without a usable id: %.200r", payload)
+        return None
+    cid = payload.get("correlation_id")
+    return payload, job_id, cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None
 
 
 def encode_job(job: Job, tokenizer: Any) -> list[int]:
@@ -143,6 +156,8 @@ class WorkerService:
             self._close_helpers()
             raise
         self.engine = engine
+        self._prepare: GroupCommit[tuple[list, tuple[str, str] | None], Prepared] = GroupCommit(
+            self._prepare_tasks)
         self.started_at = time.time()
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="orcd-heartbeat", daemon=True)
@@ -199,37 +214,14 @@ class WorkerService:
         One Redis round trip reads every job's log and cancel flag (and, for a `group` = (queue, group
         id), removes the group from the queue's count of waiting jobs: worker/enqueue.py); then each job
         is handed to the scheduler as if it had come alone, and this waits until every one has ended.
-        A job that already ended (a redelivered group) is skipped; one that ran partly resumes after the
-        seqs in its log. Never raises for a bad job."""
+        Tasks that call while another task's jobs are being prepared are prepared together after it
+        (`GroupCommit`: one round trip and one hand-over for all of them). A job that already ended (a
+        redelivered group) is skipped; one that ran partly resumes after the seqs in its log. Never
+        raises for a bad job."""
         if not isinstance(payloads, list):
             logger.error("dropping a group that is not a list of jobs: %.200r", payloads)
             return []
-        jobs = []  # (payload, job id, correlation id) of the payloads with a usable id
-        for payload in payloads:
-            job_id = payload.get("id") if isinstance(payload, dict) else None
-            if not isinstance(job_id, str) or not keys.valid_job_id(job_id):
-                logger.error("dropping a job without a usable id: %.200r", payload)
-                continue
-            cid = payload.get("correlation_id")
-            jobs.append((payload, job_id, cid if isinstance(cid, str) and 0 < len(cid) <= 128 else None))
-        pipe = self.client.pipeline(transaction=False)  # one round trip: the logs and the cancel flags
-        for _payload, job_id, _cid in jobs:
-            pipe.xrange(keys.job_events(job_id), min=stream_id(1))
-            pipe.exists(keys.job_cancel(job_id))
-        if group is not None:
-            pipe.hdel(keys.queue_groups(group[0]), group[1])
-        found = pipe.execute()
-        outcomes = [{"job_id": None, "status": "dropped"}] * (len(payloads) - len(jobs))
-        waiting, requests = [], []
-        for k, (payload, job_id, cid) in enumerate(jobs):
-            entries, cancelled = found[2 * k], found[2 * k + 1]
-            outcome, ended, request = self._start(payload, job_id, cid, entries, bool(cancelled))
-            outcomes.append(outcome)
-            if ended is not None:
-                waiting.append((outcome, ended))
-            if request is not None:
-                requests.append(request)
-        self._hand_over(requests)  # together: the scheduler's next turn sees the whole group
+        outcomes, waiting = self._prepare((payloads, group))
         give_up = time.monotonic() + self.settings.job_timeout_s + 10.0
         for outcome, ended in waiting:
             log = job_logger(logger, outcome["job_id"], None)
@@ -243,6 +235,36 @@ class WorkerService:
                     outcome["status"] = "lost"
                     break
         return outcomes
+
+    def _prepare_tasks(self, tasks: list[tuple[list, tuple[str, str] | None]]) -> list[Prepared]:
+        """For each task's (payloads, group): its jobs' summaries and the events set at their ends; the
+        logs and cancel flags of all read in one round trip, the requests handed over in one call."""
+        usable = [[job for payload in payloads if (job := usable_job(payload)) is not None]
+                  for payloads, _group in tasks]
+        pipe = self.client.pipeline(transaction=False)  # one round trip: the logs and the cancel flags
+        for jobs in usable:
+            for _payload, job_id, _cid in jobs:
+                pipe.xrange(keys.job_events(job_id), min=stream_id(1))
+                pipe.exists(keys.job_cancel(job_id))
+        for _payloads, group in tasks:
+            if group is not None:
+                pipe.hdel(keys.queue_groups(group[0]), group[1])
+        found = iter(pipe.execute())
+        prepared, requests = [], []
+        for (payloads, _group), jobs in zip(tasks, usable, strict=True):
+            outcomes = [{"job_id": None, "status": "dropped"}] * (len(payloads) - len(jobs))
+            waiting = []
+            for payload, job_id, cid in jobs:
+                entries, cancelled = next(found), next(found)
+                outcome, ended, request = self._start(payload, job_id, cid, entries, bool(cancelled))
+                outcomes.append(outcome)
+                if ended is not None:
+                    waiting.append((outcome, ended))
+                if request is not None:
+                    requests.append(request)
+            prepared.append((outcomes, waiting))
+        self._hand_over(requests)  # together: the scheduler's next turn sees them all
+        return prepared
 
     def _start(self, payload: dict, job_id: str, cid: str | None, entries: list,
                cancelled: bool) -> tuple[dict[str, Any], threading.Event | None, Request | None]:

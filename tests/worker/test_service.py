@@ -7,6 +7,7 @@ bad jobs end with an error event and the worker keeps serving.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import fakeredis
@@ -226,3 +227,46 @@ def test_a_group_runs_each_job_and_a_redelivered_group_resumes_only_what_is_miss
     assert [e.seq for e in again] == list(range(1, len(again) + 1))
     assert [(e.type, e.attempt) for e in again if e.type == "started"] == [("started", 1), ("started", 2)]
     assert assemble("g1", again).token_ids == assemble("g1", logs["g1"]).token_ids
+
+
+def test_tasks_arriving_while_one_is_prepared_share_one_read_and_one_hand_over(stack, tiny_model):  # noqa: F811
+    """GroupCommit: the first task's hand-over is held; three tasks meanwhile go out in one batch (one
+    of them invalid: it ends with its own error), each task still returning its own job's outcome."""
+    client, service, sent = stack
+    params = SamplingParams(max_tokens=4, seed=5, temperature=0.9, ignore_eos=True)
+    jobs = [Job(id=f"t{k}", prompt=f"task {k}", params=params) for k in range(4)]
+    for job in jobs:
+        client.submit(job)
+    payloads = [job.model_dump(mode="json") for job in sent[-4:]]
+    payloads[2] = payloads[2] | {"params": {"temperature": "hot"}}
+    handed, release = [], threading.Event()
+    submit_many = service.scheduler.submit_many
+
+    def held(requests):
+        handed.append([r.job_id for r in requests])
+        if len(handed) == 1:
+            release.wait(10)
+        submit_many(requests)
+
+    service.scheduler.submit_many = held
+    outcomes: dict = {}
+    threads = []
+    for k, payload in enumerate(payloads):
+        thread = threading.Thread(target=lambda p=payload: outcomes.__setitem__(p["id"], service.run_job(p)))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10
+        while (handed != [["t0"]]) if k == 0 else (len(service._prepare._queued) < k):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert handed == [["t0"], ["t1", "t3"]]  # t2 ended before the hand-over (invalid)
+    assert {job_id: o["status"] for job_id, o in outcomes.items()} == {"t0": "done", "t1": "done",
+                                                                      "t2": "error", "t3": "done"}
+    for job in jobs:
+        log = read_log(client.redis, job.id)
+        assert [e.seq for e in log] == list(range(1, len(log) + 1))
+    ids, text, _ = reference(tiny_model, "task 3", params)
+    assert assemble("t3", read_log(client.redis, "t3")).token_ids == ids
