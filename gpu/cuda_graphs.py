@@ -48,6 +48,10 @@ class DecodeGraphs:
     def __contains__(self, bucket: Hashable) -> bool:
         return bucket in self._execs
 
+    def keys(self) -> set[Hashable]:
+        """The keys of the graphs captured so far."""
+        return set(self._execs)
+
     def capture(self, bucket: Hashable, enqueue: Callable[[], None], what: str) -> None:
         """Record what `enqueue()` launches on the stream (nothing runs) and instantiate it; `what` names
         it in the log and in errors."""

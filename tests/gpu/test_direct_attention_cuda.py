@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.gpu.engine_steps import greedy_logits
+
 pytestmark = pytest.mark.cuda
 
 
@@ -27,11 +29,7 @@ def run(path, monkeypatch, direct: str, prompts: list[list[int]], steps: int):
     monkeypatch.setenv("ORCD_DIRECT_ATTENTION", direct)
     engine = CudaEngine.load(path, max_batch=8, max_context=1024)
     try:
-        slots = [engine.alloc() for _ in prompts]
-        logits = [engine.prefill(slots, prompts)]
-        for _ in range(steps):
-            logits.append(engine.decode(slots, logits[-1].argmax(axis=1).tolist()))
-        return np.stack(logits), set(engine.graphs._execs)
+        return greedy_logits(engine, prompts, steps), engine.graphs.keys()
     finally:
         engine.close()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.gpu.engine_steps import greedy_logits
+
 pytestmark = pytest.mark.cuda
 
 
@@ -28,11 +30,7 @@ def run(path, monkeypatch, pdl: str, prompts: list[list[int]], steps: int):
     monkeypatch.setenv("ORCD_PDL", pdl)
     engine = CudaEngine.load(path, max_batch=8, max_context=1024)
     try:
-        slots = [engine.alloc() for _ in prompts]
-        logits = [engine.prefill(slots, prompts)]
-        for _ in range(steps):
-            logits.append(engine.decode(slots, logits[-1].argmax(axis=1).tolist()))
-        return np.stack(logits), engine.rt.pdl_launches
+        return greedy_logits(engine, prompts, steps), engine.rt.pdl_launches
     finally:
         engine.close()
 
