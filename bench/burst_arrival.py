@@ -2,12 +2,13 @@
 
     python bench/burst_arrival.py --redis-url redis://127.0.0.1:6379/13 --bursts 5
     python bench/burst_arrival.py --submit many            # Client.submit_many: one message per group
+    python bench/burst_arrival.py --submit threads         # one thread per job calling Client.submit
 
 One `orcd worker` subprocess (numpy backend, a tiny synthetic llama unless --model), then --bursts
 bursts of --jobs short jobs submitted at once. Per burst (one line each, then medians):
 - `submit_ms`: the client's submit loop (or its one submit_many call), first call to last return;
 - `received_span_ms`: first to last Celery `received` line of the burst's messages in the worker's log
-  (one per job with --submit one, one per group with many);
+  (one per job with --submit one or threads, one per group with many);
 - `handed_span_ms`: first to last job handed to the engine (the service's `attempt N` line per job),
   the figure both ways share; `handed_after_ms`: the last hand-off after the first submit call.
 Each burst's jobs are followed to their end before the next burst.
@@ -73,12 +74,11 @@ def start_worker(model: Path, redis_url: str, queue: str, log: Path, args: argpa
 
 
 def burst(client, jobs, how: str) -> float:
-    """Submit `jobs` at once (`how`: one | many), wait for every end; the submit time in ms."""
+    """Submit `jobs` at once (`how`: bench/submit_modes.py), wait for every end; the submit time in ms."""
+    from submit_modes import submit_all
+
     start = time.perf_counter()
-    if how == "many":
-        handles = client.submit_many(jobs)
-    else:
-        handles = [client.submit(job) for job in jobs]
+    handles = submit_all(client, jobs, how)
     submit_ms = (time.perf_counter() - start) * 1000.0
     threads = [threading.Thread(target=h.result, kwargs={"timeout_s": 120}) for h in handles]
     for thread in threads:
@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--bursts", type=int, default=5)
-    parser.add_argument("--submit", choices=("one", "many"), default="one")
+    parser.add_argument("--submit", choices=("one", "threads", "many"), default="one")
     args = parser.parse_args()
 
     from gpu.params import SamplingParams

@@ -8,8 +8,9 @@
 #   latency bench/decode_latency.py twice on the same card and files: programmatic launches on, then off
 #           (ORCD_PDL=0); LATENCY_MODELS, default qwen; LATENCY_PDL=1: on only
 #   queue1  bench/queue_bench.py: 64 jobs through Valkey + one `orcd worker` vs the engine alone (QUEUE_SUBMIT=
-#           one|many|both: Client.submit per job or submit_many, QUEUE_TOKENS: max tokens; with a
-#           py-spy wheel in .whl: the worker and its engine process sampled while busy, $OUT/pyspy-*.raw)
+#           one|threads|many|both|all: Client.submit per job in a loop or from a thread each, or
+#           submit_many; QUEUE_TOKENS: max tokens; with a py-spy wheel in .whl: the worker and its engine
+#           process sampled while busy, $OUT/pyspy-*.raw)
 #   queue2  the same jobs twice over on two GPUs: one worker per GPU, one queue (needs 2 GPUs)
 #   burst   bench/prefill_burst.py: 64 short prompts prefilled one by one / packed / with first tokens on
 #           the GPU, and a 512-token prompt's wall vs GPU time

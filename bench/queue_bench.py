@@ -7,8 +7,9 @@
 Figures printed (one `name: value` line each, or one JSON object with --json):
 1. engine: `gpu.runner.generate_batch` over all jobs in this process (max_batch = jobs per worker):
    aggregate completion tok/s; and the engine's TTFT for one request alone (median of --ttft-runs).
-2. queue: the same jobs submitted at once through `Client.submit` (--submit one: one Celery message per
-   job) or `Client.submit_many` (--submit many: groups of jobs per message) to `orcd worker` subprocesses
+2. queue: the same jobs submitted at once through `Client.submit` (--submit one: a loop, one Celery message
+   per job; --submit threads: a thread per job, as concurrent requests) or `Client.submit_many` (--submit
+   many: groups of jobs per message) to `orcd worker` subprocesses
    (one per GPU in --gpus, CUDA_VISIBLE_DEVICES pinned by the worker), every job's events followed
    by its own reader thread: aggregate tok/s from the first submit to the last `done`, and its ratio
    to the engine's (target >= 0.95 with one worker; with two GPUs compare the two runs' tok/s);
@@ -149,18 +150,17 @@ def wait_ready(client, procs, timeout_s: float = 600.0) -> None:
 
 
 def run_jobs(client, jobs, how: str = "one") -> tuple[float, int, list, float]:
-    """Submit every job at once (`how`: one message per job, or `many` through submit_many), follow each
+    """Submit every job at once (`how`: bench/submit_modes.py), follow each
     in a thread; (wall s, completion tokens, results, submit ms)."""
     results: list = [None] * len(jobs)
 
     def follow(k: int, handle) -> None:
         results[k] = handle.result(timeout_s=600)
 
+    from submit_modes import submit_all
+
     start = time.perf_counter()
-    if how == "many":
-        handles = client.submit_many(jobs)
-    else:
-        handles = [client.submit(job) for job in jobs]  # all submitted before any reader competes with this
+    handles = submit_all(client, jobs, how)  # all submitted before any reader competes with the submitters
     submit_ms = (time.perf_counter() - start) * 1000.0
     threads = []  # thread for the GIL (a reader replays what it missed from the job's stream)
     for k, handle in enumerate(handles):
@@ -225,8 +225,9 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="worker setting (chunk age limit)")
     parser.add_argument("--redis-url", default=None, help="default: a private Valkey server")
     parser.add_argument("--skip-engine", action="store_true", help="queue figures only")
-    parser.add_argument("--submit", default="one", choices=("one", "many", "both"),
-                        help="the burst through submit (one message per job), submit_many, or both in turn")
+    parser.add_argument("--submit", default="one", choices=("one", "threads", "many", "both", "all"),
+                        help="the burst through submit (one message per job) in a loop or from a thread per "
+                             "job, submit_many, both (one and many) or all three in turn")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.gpus = [int(g) for g in args.gpus.split(",")]
@@ -259,7 +260,7 @@ def main() -> int:
         wait_ready(client, procs)
         warmup = [Job(prompt=PROMPTS[k % 4], params=job_params(k, 4)) for k in range(len(args.gpus) * 2)]
         run_jobs(client, warmup)
-        ways = ("one", "many") if args.submit == "both" else (args.submit,)
+        ways = {"both": ("one", "many"), "all": ("one", "threads", "many")}.get(args.submit, (args.submit,))
         for how in ways:
             tag = "" if len(ways) == 1 else f"{how}_"
             figures[f"{tag}submit"] = how

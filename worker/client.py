@@ -36,8 +36,10 @@ from .errors import (
     JobFailed,
     JobNotFound,
     JobTimeout,
+    QueueFull,
     SettingsError,
 )
+from .group_commit import GroupCommit
 from .schemas import Done, Error, Event, Job, Timings, Tokens, Usage
 from .settings import Settings, load_settings
 from .streams import afollow, follow
@@ -153,6 +155,9 @@ class Client:
                                                        max_connections=MAX_CONNECTIONS)
         self._send, self._send_group = (sender, group_sender) if sender else celery_senders(self.settings)
         self._send_lock = threading.Lock()  # one Celery producer at a time (batch submits from threads)
+        # concurrent `submit` calls that meet one in flight are enqueued together in the next transaction
+        self._submits: GroupCommit[tuple[Job, str], InvalidJob | QueueFull | None] = GroupCommit(
+            self._submit_together)
         self._aredis: Any = None
         self.reconnect_s = reconnect_s  # how long a stream retries a lost connection
 
@@ -179,11 +184,36 @@ class Client:
         return job, self.settings.queue_name if model == self.settings.model_name else keys.queue(model)
 
     def submit(self, job: Job | dict[str, Any]) -> JobHandle:
-        """Validate, record and enqueue `job` on its model's queue."""
+        """Validate, record and enqueue `job` on its model's queue. Calls from other threads that arrive
+        while one is being written go out together in the next transaction, grouped as `submit_many`
+        groups jobs (group commit: a lone call waits for nothing and is one message of its own); each
+        job keeps its own handle, events, cancel and redelivery, and each call its own error."""
         job, queue = self._normalise(job)
         with broker_errors(f"job {job.id}: submit"):
-            self._enqueue([Message(queue, (job,))])
+            refused = self._submits((job, queue))
+        if refused is not None:
+            raise refused
         return JobHandle(self, job.id)
+
+    def _submit_together(self, items: list[tuple[Job, str]]) -> list[InvalidJob | QueueFull | None]:
+        """The jobs of concurrent `submit` calls in one transaction, in `submit_many`'s groups; if it
+        refuses them (an id in use, a full queue), each alone, so that a refusal is only its own job's."""
+        if len(items) > 1:
+            try:
+                counts = Counter(queue for _job, queue in items)
+                sizes = {queue: self.group_size(queue, n) for queue, n in counts.items()}
+                self._enqueue(plan_groups(items, sizes))
+                return [None] * len(items)
+            except (InvalidJob, QueueFull):
+                pass
+        refused: list[InvalidJob | QueueFull | None] = []
+        for job, queue in items:
+            try:
+                self._enqueue([Message(queue, (job,))])
+                refused.append(None)
+            except (InvalidJob, QueueFull) as exc:
+                refused.append(exc)
+        return refused
 
     def submit_many(self, jobs: Sequence[Job | dict[str, Any]], *,
                     group_size: int | None = None) -> list[JobHandle]:

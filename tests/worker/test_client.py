@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import fakeredis
 import pytest
 
@@ -82,3 +85,82 @@ def test_result_assembles_text_and_ids(setup):
     assert (result.text, result.token_ids, result.finish_reason) == ("Hello", [5, 6, 7], "stop")
     with pytest.raises(JobFailed, match="job e1 failed: ContextTooLong: too long"):
         assemble("e1", [Error(job_id="e1", seq=1, error_type="ContextTooLong", message="too long")])
+
+
+def held_client(max_queue: int) -> tuple[Client, list[tuple], threading.Event]:
+    """A client whose first send waits for the returned event (submits made meanwhile queue up); each
+    send is recorded and pushes a stand-in message onto its queue, so depths count it."""
+    sent: list[tuple] = []
+    release, holding = threading.Event(), threading.Event()
+    redis = fakeredis.FakeRedis()
+
+    def send(job, queue, priority):
+        if not holding.is_set():
+            holding.set()
+            release.wait(10)
+        sent.append((job, queue, priority))
+        redis.rpush(queue, b"message")
+
+    def send_group(jobs, queue, priority, group):
+        sent.append((tuple(jobs), queue, priority, group))
+        redis.rpush(queue, b"group message")
+
+    settings = load_settings(redis_url="redis://unused", model="tiny", max_queue=max_queue, max_batch=8)
+    return Client(settings=settings, redis=redis, sender=send, group_sender=send_group), sent, release
+
+
+def submit_meanwhile(client: Client, release: threading.Event, ids: list[str]) -> dict[str, list]:
+    """Submit `first` and, while its send is held, `ids` from one thread each; {id: [outcome, ...]}."""
+    outcomes: dict[str, list] = {}
+
+    def submit(job_id: str) -> None:
+        try:
+            client.submit(Job(id=job_id, prompt="x"))
+            outcomes.setdefault(job_id, []).append("ok")
+        except (InvalidJob, QueueFull) as exc:
+            outcomes.setdefault(job_id, []).append(exc)
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    threads = [threading.Thread(target=submit, args=(job_id,)) for job_id in ids]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(client._submits._queued) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *threads]:
+        t.join(10)
+    return outcomes
+
+
+def test_concurrent_submits_go_out_together_each_with_its_own_refusal():
+    client, sent, release = held_client(max_queue=100)
+    outcomes = submit_meanwhile(client, release, ["j1", "j2", "j3", "j2"])
+    assert client._submits.flushes == 2  # the first alone, the four that waited in one transaction
+    assert outcomes["first"] == outcomes["j1"] == outcomes["j3"] == ["ok"]
+    ok, refused = sorted(outcomes["j2"], key=lambda o: o != "ok")
+    assert ok == "ok" and isinstance(refused, InvalidJob) and "job id 'j2' is already in use" in str(refused)
+    assert sorted(message[0].id for message in sent) == ["first", "j1", "j2", "j3"]  # each alone
+    assert all(client.status(job_id)["status"] == "queued" for job_id in ("first", "j1", "j2", "j3"))
+
+
+def test_concurrent_submits_go_as_one_group_message():
+    client, sent, release = held_client(max_queue=100)
+    outcomes = submit_meanwhile(client, release, ["g1", "g2", "g3", "g4"])
+    assert all(outcome == ["ok"] for outcome in outcomes.values())
+    [(first, _q, _p), (jobs, queue, _priority, group)] = sent
+    assert first.id == "first" and sorted(job.id for job in jobs) == ["g1", "g2", "g3", "g4"]
+    assert queue == "orcd.tiny" and group.startswith("group-")
+    assert client.redis.hget(keys.queue_groups("orcd.tiny"), group) == b"4"
+    assert client.queue_depth("orcd.tiny") == 5
+
+
+def test_a_full_queue_refuses_only_the_concurrent_submits_that_do_not_fit():
+    client, sent, release = held_client(max_queue=3)
+    client.redis.rpush("orcd.tiny", b"waiting")
+    outcomes = submit_meanwhile(client, release, ["a", "b"])  # "first" makes 2 waiting: one more fits
+    assert outcomes["first"] == ["ok"]
+    assert sorted(map(str, outcomes["a"] + outcomes["b"])) == [
+        "ok", "queue 'orcd.tiny' is full (3 jobs waiting, limit 3)"]
+    assert len(sent) == 2
