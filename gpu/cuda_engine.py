@@ -77,7 +77,7 @@ class CudaEngine(Engine):
         self._sample_host = None  # decode_sample: pack_params' arrays for this step
         self._bans: list[tuple[int, int, int, int]] = []  # decode_mixed: ban_rectangles set to -inf
         self._keep_logits = False  # decode_mixed: copy the raw logits to host_logits too
-        # steps whose positions are all below DIRECT_CTX take the one-pass attention (their own graphs)
+        # small steps whose positions are all below direct_limit take the one-pass attention (own graphs)
         self.direct_attention = os.environ.get(ENV_DIRECT, "1") != "0"
         self.graphs = None
         if use_graphs:
