@@ -124,3 +124,34 @@ def test_sigkill_mid_group_a_second_worker_reruns_only_the_unfinished_jobs(relay
         assert [i for e in seen[k] if e.type == "tokens" for i in e.ids] == ids
         assert (seen[k][-1].type, seen[k][-1].finish_reason) == ("done", reason)
     assert len(received_groups(second.log)) == 1
+
+
+def test_concurrent_submits_from_threads_finish_like_lone_jobs(tiny_model, reference, tmp_path):  # noqa: F811
+    queue = workers.unique_queue("threads")  # Client.submit's group commit may put them in group messages
+    worker = workers.WorkerProcess(tiny_model, queue, tmp_path / "worker.log", max_batch=8, concurrency=8,
+                                   chunk_ms=10).wait_ready()
+    client = client_for(tiny_model, queue)
+    params = [SamplingParams(max_tokens=4 + i % 3, seed=500 + i, temperature=0.8, ignore_eos=True)
+              for i in range(12)]
+    handles: list = [None] * 12
+    start = threading.Barrier(12)
+
+    def submit(i: int) -> None:
+        start.wait()
+        handles[i] = client.submit(Job(prompt=f"threaded {i}", params=params[i]))
+
+    try:
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        results = [h.result(timeout_s=30) for h in handles]
+    finally:
+        worker.stop()
+        client.close()
+    for i, result in enumerate(results):
+        ids, text, reason = reference(f"threaded {i}", params[i])
+        assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason)
+        assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1))
+    assert client.queue_depth(queue) == 0
