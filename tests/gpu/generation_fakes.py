@@ -11,8 +11,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gpu.errors import ContextOverflow, InvalidInput, KVCacheFull, UnknownSlot
+from gpu.params import SamplingParams
 
 EOS, BOS = 256, 257
+# seeded sampling with every filter on: the runner's and the decode-ahead tests' common request
+SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
 
 
 def prompts(n: int) -> list[list[int]]:

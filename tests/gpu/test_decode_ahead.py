@@ -8,11 +8,11 @@ import pytest
 from gpu.decode_ahead import DecodeAhead, feedable
 from gpu.errors import EngineError
 from gpu.generation import Generation
-from gpu.params import SamplingParams
 from gpu.runner import GenerationRequest, generate_batch
 from tests.gpu.generation_fakes import (
     BOS,
     EOS,
+    SAMPLED,
     AheadEngine,
     ByteTokenizer,
     DeviceSamplingEngine,
@@ -23,7 +23,6 @@ from tests.gpu.generation_fakes import (
 )
 
 TOK = ByteTokenizer()
-SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
 FEEDABLE = [SAMPLED,
             SAMPLED.model_copy(update={"temperature": 0.0, "max_tokens": 5}),  # greedy, short
             SAMPLED.model_copy(update={"seed": 5, "ignore_eos": True, "max_tokens": 17}),  # bans EOS

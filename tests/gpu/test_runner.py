@@ -11,6 +11,7 @@ from gpu.runner import GenerationRequest, Timings, encode_prompt, generate, gene
 from tests.gpu.generation_fakes import (
     BOS,
     EOS,
+    SAMPLED,
     ByteTokenizer,
     DeviceSamplingEngine,
     FakeEngine,
@@ -20,7 +21,6 @@ from tests.gpu.generation_fakes import (
 )
 
 TOK = ByteTokenizer()
-SAMPLED = SamplingParams(temperature=0.9, top_k=50, top_p=0.95, min_p=0.02, max_tokens=12, seed=1234)
 
 
 def test_generate_follows_the_script_then_frees_the_slot():
