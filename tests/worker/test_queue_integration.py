@@ -37,6 +37,14 @@ def client_for(model, queue: str, **settings) -> Client:
     return Client(settings=load_settings(redis_url=REDIS_URL, model=str(model), queue=queue, **settings))
 
 
+def assert_as_reference(reference, prompts: list[str], params: list, results: list) -> None:
+    """Each result has the reference engine's tokens, text and finish reason, and events numbered 1, 2, ..."""
+    for prompt, p, result in zip(prompts, params, results, strict=True):
+        ids, text, reason = reference(prompt, p)
+        assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason), prompt
+        assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1)), prompt
+
+
 def seqs(job_id: str, client: Client) -> list[int]:
     return [e.seq for e in read_log(client.redis, job_id)]
 
@@ -69,12 +77,11 @@ def test_twenty_concurrent_jobs_finish_with_contiguous_seqs(served, reference):
     client, _ = served
     params = [SamplingParams(max_tokens=6 + i % 4, seed=100 + i, temperature=0.8, ignore_eos=True)
               for i in range(20)]
-    handles = [client.submit(Job(prompt=f"job number {i}", params=p)) for i, p in enumerate(params)]
+    prompts = [f"job number {i}" for i in range(20)]
+    handles = [client.submit(Job(prompt=prompt, params=p)) for prompt, p in zip(prompts, params, strict=True)]
     results = [h.result(timeout_s=30) for h in handles]
-    for i, (handle, result) in enumerate(zip(handles, results, strict=True)):
-        ids, text, reason = reference(f"job number {i}", params[i])
-        assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason)
-        assert seqs(handle.id, client) == list(range(1, len(result.events) + 1))
+    assert_as_reference(reference, prompts, params, results)
+    for handle, result in zip(handles, results, strict=True):  # the stream in Redis holds the same seqs
         assert [e.seq for e in result.events] == seqs(handle.id, client)
 
 

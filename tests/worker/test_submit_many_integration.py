@@ -14,7 +14,7 @@ import pytest
 
 from gpu.params import SamplingParams
 from tests.worker import workers
-from tests.worker.test_queue_integration import client_for, seqs, wait_for
+from tests.worker.test_queue_integration import assert_as_reference, client_for, seqs, wait_for
 from tests.worker.tiny_model import Reference, tiny_model  # noqa: F401 (fixture)
 from tests.worker.workers import own_database, relay  # noqa: F401 (fixtures)
 from worker import keys
@@ -51,11 +51,8 @@ def test_twenty_jobs_in_groups_finish_like_lone_jobs(tiny_model, reference, tmp_
     finally:
         worker.stop()
         client.close()
-    for i, result in enumerate(results):
-        ids, text, reason = reference(f"grouped {i}", params[i])
-        assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason)
-        assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1))
-        assert [e.type for e in result.events][:2] == ["queued", "started"]
+    assert_as_reference(reference, [job.prompt for job in jobs], params, results)
+    assert all([e.type for e in result.events][:2] == ["queued", "started"] for result in results)
     assert len(received_groups(worker.log)) == 3  # priority 9: 12 jobs in 2 groups of 6; priority 3: 8 in 1
     assert client.queue_depth(queue) == 0
 
@@ -150,8 +147,5 @@ def test_concurrent_submits_from_threads_finish_like_lone_jobs(tiny_model, refer
     finally:
         worker.stop()
         client.close()
-    for i, result in enumerate(results):
-        ids, text, reason = reference(f"threaded {i}", params[i])
-        assert (result.token_ids, result.text, result.finish_reason) == (ids, text, reason)
-        assert [e.seq for e in result.events] == list(range(1, len(result.events) + 1))
+    assert_as_reference(reference, [f"threaded {i}" for i in range(12)], params, results)
     assert client.queue_depth(queue) == 0
