@@ -30,7 +30,32 @@
 #ifndef PIPE
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
 #endif
+#ifndef UNROLL
 #define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
+#endif
+// -D LOAD: how weights are read: 2 (default) ld.global.cs (evict first) with a 256-byte L2 prefetch: the
+// other three 64-byte pieces of a lane quad's 256-byte run are fetched with the first (H200, bench/
+// gemv_bandwidth.py: Phi-3-mini's projections 4-10% faster than without); 1 ld.global.nc with no L1
+// allocation and the same prefetch (about as fast); 0 ld.global.cs alone (the earlier kernel)
+#ifndef LOAD
+#define LOAD 2
+#endif
+
+__device__ __forceinline__ uint4 load_w(const dtype *p) {
+#if LOAD == 1
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+#elif LOAD == 2
+    uint4 v;
+    asm volatile("ld.global.cs.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+#else
+    return __ldcs(reinterpret_cast<const uint4 *>(p));
+#endif
+}
 
 // Eight operands of row `row` of x from column k.
 __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
@@ -78,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int k = k_begin + u * 32 + 8 * t;
-            if (PIPE) wv[u] = k < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + k)) : zero;
+            if (PIPE) wv[u] = k < k_end ? load_w(wr + k) : zero;
         }
         for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
             uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
@@ -86,7 +111,7 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
             for (int u = 0; u < UNROLL; ++u) {
                 const int k = kb + u * 32 + 8 * t;
                 const int kn = PIPE ? k + UNROLL * 32 : k;
-                wn[u] = kn < k_end ? __ldcs(reinterpret_cast<const uint4 *>(wr + kn)) : zero;
+                wn[u] = kn < k_end ? load_w(wr + kn) : zero;
                 if (!PIPE) wv[u] = wn[u];
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {

@@ -22,6 +22,8 @@ _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 # 9% of batch-1 decode (Qwen2.5-0.5B shape) and 7% (Phi-3-mini shape), measured by bench/gpu_bench.py;
 # $ORCD_GEMV_PIPELINE_MAX_M sets it (an A/B switch for benchmarks)
 PIPELINE_MAX_M = int(os.environ.get("ORCD_GEMV_PIPELINE_MAX_M", "0"))
+# how gemv.cu reads weights (its -D LOAD): 2 with a 256-byte L2 prefetch, 0 without (an A/B switch)
+LOAD = int(os.environ.get("ORCD_GEMV_LOAD", "2"))
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
     fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", MAX_M=max_m, EPI_SWIGLU=int(swiglu),
-                   EPI_ROPE=int(rope is not None), PIPE=pipe)
+                   EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
               ksplit, int(accumulate), *rope_args, shared=shared)

@@ -1,0 +1,126 @@
+"""Bandwidth of gemv.cu alone on the projections of the Qwen2.5-0.5B and Phi-3-mini shapes, next to the
+device-to-device copy: is a decode step's gemv streaming its weights at the card's rate? Each shape's
+launches cycle over enough weight copies that none is read from L2, captured as one CUDA graph with
+programmatic launch (as in the decode graphs) and replayed; µs per launch and GB/s of weights. Variants
+of the kernel's -D LOAD (weight load instruction) and UNROLL (k blocks in flight per warp) side by side.
+
+    python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 0:0,1:0,0:16] [--rows 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+# name -> (N, K, swiglu epilogue)
+SHAPES = {
+    "qwen.qkv": (1152, 896, False), "qwen.o": (896, 896, False), "qwen.gate_up": (9728, 896, True),
+    "qwen.down": (896, 4864, False), "qwen.head": (151936, 896, False),
+    "phi3.qkv": (9216, 3072, False), "phi3.o": (3072, 3072, False), "phi3.gate_up": (16384, 3072, True),
+    "phi3.down": (3072, 8192, False), "phi3.head": (32064, 3072, False),
+}
+MIN_BYTES = 512 << 20  # weights cycled per shape: well past the 50-60 MB L2
+
+
+def copy_gbps(rt, nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate, read + written bytes per second (GB/s)."""
+    import pycuda.driver as cuda
+
+    src, dst = rt.empty(nbytes, np.uint8, "bench"), rt.empty(nbytes, np.uint8, "bench")
+    start, end = cuda.Event(), cuda.Event()
+    times = []
+    for _ in range(5):
+        start.record(rt.stream)
+        cuda.memcpy_dtod_async(dst.gpudata, src.gpudata, nbytes, rt.stream)
+        end.record(rt.stream)
+        end.synchronize()
+        times.append(end.time_since(start))
+    return 2 * nbytes / (min(times[1:]) * 1e-3) / 1e9
+
+
+def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int) -> dict:
+    import pycuda.driver as cuda
+
+    from gpu.ops import blocks
+    from gpu.ops.gemv import ROW_BUCKETS, ksplit_for
+
+    n, k, swiglu = SHAPES[name]
+    copies = max(2, -(-MIN_BYTES // (n * k * 2)))
+    weights = [rt.empty((n, k), np.float16, "bench") for _ in range(copies)]
+    for w in weights:
+        cuda.memset_d16(w.gpudata, 0x2E66, n * k)  # 0.1: values do not change the time
+    x = rt.empty((rows, k), np.float16, "bench")
+    cuda.memset_d16(x.gpudata, 0x2E66, rows * k)
+    y = rt.empty((rows, n // 2) if swiglu else (rows, n), np.float16 if swiglu else np.float32, "bench")
+    max_m = next(b for b in ROW_BUCKETS if b >= rows)
+    defines = {"MAX_M": max_m, "EPI_SWIGLU": int(swiglu), "EPI_ROPE": 0, "PIPE": 0, "LOAD": load}
+    if unroll:
+        defines["UNROLL"] = unroll
+    fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", **defines)
+    ksplit = ksplit_for(rt, n, k)
+    shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0
+    zeros = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
+
+    def enqueue():
+        for w in weights:
+            rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), int(y.gpudata), int(x.gpudata),
+                      int(w.gpudata), 0, rows, n, k, ksplit, 0, *zeros, shared=shared)
+
+    key = (name, rows, load, unroll)
+    enqueue()  # loads the kernel
+    with rt.programmatic():
+        graphs.capture(key, enqueue, f"{name} x{copies}")
+    start, end = cuda.Event(), cuda.Event()
+    times = []
+    for _ in range(6):
+        start.record(rt.stream)
+        graphs.launch(key)
+        end.record(rt.stream)
+        end.synchronize()
+        times.append(end.time_since(start) / copies)
+    weights.clear()  # freed: the graph is not launched again
+    us = float(np.median(times[1:])) * 1e3
+    return {"shape": name, "rows": rows, "load": load, "unroll": unroll or "default", "ksplit": ksplit,
+            "mb": round(n * k * 2 / 1e6, 2), "us": round(us, 2), "gbps": round(n * k * 2 / us / 1e3, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", default="0:0,1:0,2:0,0:16,1:16",
+                        help="LOAD:UNROLL pairs (UNROLL 0: the kernel's default)")
+    parser.add_argument("--rows", default="1,8")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    args = parser.parse_args()
+
+    from gpu.cuda_graphs import DecodeGraphs
+    from gpu.runtime import Runtime
+
+    rt = Runtime(0, "f16")
+    graphs = DecodeGraphs(rt.stream.handle)
+    out = args.out.open("a")
+    copy = copy_gbps(rt)
+    head = {"device": rt.name, "copy_gbps": round(copy, 1)}
+    print(json.dumps(head), flush=True)
+    out.write(json.dumps(head) + "\n")
+    variants = [tuple(int(v) for v in pair.split(":")) for pair in args.variants.split(",")]
+    for name in args.shapes.split(","):
+        for rows in (int(r) for r in args.rows.split(",")):
+            for load, unroll in variants:
+                row = time_shape(rt, graphs, name, rows, load, unroll)
+                row["of_copy"] = round(row["gbps"] / copy, 3)
+                print(json.dumps(row), flush=True)
+                out.write(json.dumps(row) + "\n")
+    graphs.close()
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()
