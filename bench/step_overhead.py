@@ -53,9 +53,13 @@ def chains(eng, n: int) -> dict:
         params_copy(r)
         sample(eng.rt, ids, logits, *views, smp.work, fed=fwd.fed)
 
-    def ids_back(r):
+    def ids_back(r):  # the ids copied back after the sampler (the product until session 7)
         sampler(r)
         cuda.memcpy_dtoh_async(smp.host_ids[0, :n], ids.gpudata, eng.rt.stream)
+
+    def ids_mapped(r):  # the sampler kernel writes them into mapped host memory itself (the product now)
+        params_copy(r)
+        sample(eng.rt, ids, logits, *views, smp.work, fed=fwd.fed, host_ids=smp._ring_at)
 
     def ban(r):  # one rectangle, as the sampler bans an id of every row
         if memset_2d is not None:
@@ -64,10 +68,10 @@ def chains(eng, n: int) -> dict:
             for row in range(n):
                 cuda.memset_d32_async(int(logits.gpudata) + row * 4 * logits.shape[1], NEG_INF_F32, 1,
                                       eng.rt.stream)
-        ids_back(r)
+        ids_mapped(r)
 
     return {"graph": graph, "+inputs H2D": inputs, "+params H2D": params_copy, "+sampler kernels": sampler,
-            "+ids D2H": ids_back, "+ban memset": ban}
+            "+ids D2H": ids_back, "+sampler, ids mapped": ids_mapped, "+ban memset": ban}
 
 
 def loop_ms(eng, slots: list[int], banned: bool) -> tuple[float, float, float]:

@@ -55,7 +55,8 @@ class Runtime:
         if not 0 <= device < cuda.Device.count():
             raise BackendUnavailable(f"CUDA device {device} does not exist ({cuda.Device.count()} found)")
         self.device = cuda.Device(device)
-        self.context = self.device.make_context()  # current on the creating thread
+        # current on the creating thread; MAP_HOST: kernels may write mapped pinned memory (the sampler's ids)
+        self.context = self.device.make_context(flags=cuda.ctx_flags.MAP_HOST)
         self.stream = cuda.Stream()
         major, minor = self.device.compute_capability()
         self.arch = f"sm_{major}{minor}"

@@ -104,8 +104,16 @@ __device__ u64 search(const float *row, int vocab, u64 lo, double thr, double l0
     return p;
 }
 
+// The chosen token of row r: to ids (device) and, when given, to host_ids (mapped pinned memory: the host
+// reads it once the kernel is done, no copy queued after it).
+__device__ __forceinline__ void put_id(int *ids, int *host_ids, int r, int id) {
+    ids[r] = id;
+    if (host_ids) host_ids[r] = id;
+}
+
 extern "C" __global__ void __launch_bounds__(1024) sample(
     int *__restrict__ ids,                // [n_rows] chosen token, -1 on error
+    int *__restrict__ host_ids,           // [n_rows] the same, in mapped host memory, or null
     const float *__restrict__ logits,     // [n_rows, vocab], penalised by sample_topk
     const double *__restrict__ fparams,   // [n_rows, 6] temperature, top_p, min_p, repetition, presence, frequency
     const unsigned *__restrict__ iparams, // [n_rows, 4] top_k, seed lo, seed hi, step
@@ -148,11 +156,11 @@ extern "C" __global__ void __launch_bounds__(1024) sample(
     const double u = philox_uniform(ip[1], ip[2], ip[3]);
     if (tid == 0 && draws) draws[r] = u;
     if (bad || n_finite == 0u) {
-        if (tid == 0) ids[r] = -1;
+        if (tid == 0) put_id(ids, host_ids, r, -1);
         return;
     }
     if (temperature == 0.0) {
-        if (tid == 0) ids[r] = key_id(best);
+        if (tid == 0) put_id(ids, host_ids, r, key_id(best));
         return;
     }
     const double l0 = key_value(best);
@@ -253,7 +261,7 @@ extern "C" __global__ void __launch_bounds__(1024) sample(
             }
             const double w = member_sum(row, vocab, lo, 0ull, thr, l0, 1.0 / temperature);
             const u64 pick = search(row, vocab, lo, thr, l0, 1.0 / temperature, 1.0, u * w, true);
-            if (tid == 0) ids[r] = key_id(pick);
+            if (tid == 0) put_id(ids, host_ids, r, key_id(pick));
             return;
         }
     }
@@ -308,5 +316,5 @@ extern "C" __global__ void __launch_bounds__(1024) sample(
             break;
         }
     }
-    ids[r] = key_id(sorted[pick]);
+    put_id(ids, host_ids, r, key_id(sorted[pick]));
 }

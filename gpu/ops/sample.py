@@ -74,19 +74,21 @@ def sample_topk(rt: Runtime, logits, fparams, iparams, window, window_len, cand,
 
 
 def sample(rt: Runtime, ids, logits, fparams, iparams, window, window_len, work: dict, draws=None,
-           fed=None) -> None:
+           fed=None, host_ids: int = 0) -> None:
     """ids [n] int32 = each row's token from logits [n, vocab] f32 (penalised in place) with the packed
     parameters of `pack_params`; -1 marks a row with NaN/+inf logits or no finite logit. work:
     `sample_workspace` for >= n rows of this vocab. draws [n] f64, if given, receives each row's
-    philox_uniform. fed: what negative window entries stand for (`sample_topk`); may be ids itself."""
+    philox_uniform. fed: what negative window entries stand for (`sample_topk`); may be ids itself.
+    host_ids: the device address of [n] int32 mapped pinned host memory that also receives the ids (read
+    once the kernel is done: no copy to queue after it), or 0."""
     n, vocab = logits.shape
     check(ids, "ids", np.int32, (n,))
     if draws is not None:
         check(draws, "draws", np.float64, (n,))
     sample_topk(rt, logits, fparams, iparams, window, window_len, work["cand"], work["chunk_best"],
                 work["chunk_info"], fed)
-    fn = rt.kernel("sample", "PPPPPPPPii")
-    rt.launch(fn, (n, 1, 1), (THREADS, 1, 1), ptr(ids), ptr(logits), ptr(fparams), ptr(iparams),
+    fn = rt.kernel("sample", "PPPPPPPPPii")
+    rt.launch(fn, (n, 1, 1), (THREADS, 1, 1), ptr(ids), host_ids, ptr(logits), ptr(fparams), ptr(iparams),
               ptr(work["cand"]), ptr(work["chunk_best"]), ptr(work["chunk_info"]), ptr(draws), vocab,
               n_chunks(vocab))
 
