@@ -1,8 +1,11 @@
 // Flash-decoding, first pass: one block per (query head, sequence, split of the context). Each of the 2
-// warps takes 32 positions of the split at a time: lane i scores position i (a whole q.k dot product from
-// 16-byte loads, q staged in shared memory), the warp updates its online softmax (max m, sum l) once per
-// 32 positions, then accumulates the 32 value rows with lanes over head_dim. The warps are merged and the
-// split's (m, l, unnormalised out) written for attention_combine (splits past the length write nothing).
+// warps takes 32 positions of the split at a time, four rows per load: lane (g, c) = (lane / 8, lane % 8)
+// reads dims [c * D8, c * D8 + D8) of position 4 i + g (8-byte loads, whole 128-byte lines per load
+// instead of one line per lane: the L1 requests were what bounded this kernel), its partial q.k is summed
+// over the group's 8 lanes, and the 32 scores are handed to lane = position for the warp's online softmax
+// (max m, sum l) once per 32 positions; value rows are accumulated the same way, four rows per load, and the
+// four groups' sums added at the end. The warps are merged and the split's (m, l, unnormalised out)
+// written for attention_combine (splits past the length write nothing).
 // Lengths come from device memory (pos + 1) so one CUDA graph serves all steps. GQA: query head h reads
 // kv head h / (n_heads / n_kv).
 // -D DIRECT=1: one block per (query head, sequence) covers the whole context (at most 32 * WARPS
@@ -11,7 +14,7 @@
 // float operations in the same order (each pair as a two-warp block, then the splits as attention_combine),
 // so the output is bit-identical to the two passes': a row's result never depends on which form its
 // batch took.
-// -D HEAD_DIM (a multiple of 8), -D DIRECT (0 or 1), -D WARPS (2 for the two-pass form).
+// -D HEAD_DIM (a multiple of 32), -D DIRECT (0 or 1), -D WARPS (2 for the two-pass form).
 #include "common.cuh"
 
 #ifndef HEAD_DIM
@@ -23,8 +26,21 @@
 #ifndef WARPS
 #define WARPS 2
 #endif
-#define DPL ((HEAD_DIM + 31) / 32)  // value dims per lane
-#define PAIR 2                      // warps per 64-position split of the two-pass form
+#define D8 (HEAD_DIM / 8)  // dims of a row per lane (8 lanes per row)
+#define PAIR 2             // warps per 64-position split of the two-pass form
+#if HEAD_DIM % 32
+#error "HEAD_DIM must be a multiple of 32 (8 lanes x whole 8-byte loads)"
+#endif
+
+// Four operands packed in 8 bytes -> four floats.
+__device__ __forceinline__ void unpack4(const uint2 &u, float f[4]) {
+    const dtype2 *h = reinterpret_cast<const dtype2 *>(&u);
+    const float2 a = to_f32x2(h[0]), b = to_f32x2(h[1]);
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = b.x;
+    f[3] = b.y;
+}
 #if DIRECT == 0 && WARPS != PAIR
 #error "the two-pass form has one split of two warps per block"
 #endif
@@ -59,50 +75,76 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) attention_decode(
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x) s_q[d] = to_f32(qr[d]) * scale;
     __syncthreads();
 
-    float m = -INFINITY, l = 0.0f, o[DPL];
+    const int g = lane >> 3, c = lane & 7;  // this lane's row of four and its dims [c * D8, c * D8 + D8)
+    float qd[D8];  // this lane's dims of q, scaled
 #pragma unroll
-    for (int i = 0; i < DPL; ++i) o[i] = 0.0f;
+    for (int d = 0; d < D8; ++d) qd[d] = s_q[c * D8 + d];
+    float m = -INFINITY, l = 0.0f, o[D8];
+#pragma unroll
+    for (int d = 0; d < D8; ++d) o[d] = 0.0f;
     for (int base = begin + warp * 32; base < end; base += WARPS * 32) {
-        const int t = base + lane;
-        float s = -INFINITY;
-        if (t < end) {
-            const uint4 *kr = reinterpret_cast<const uint4 *>(k_cache + base_off + (size_t)t * HEAD_DIM);
+        float sc[8];  // position base + 4 i + g's score, the same in the group's 8 lanes
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int t = base + 4 * i + g;
             float acc = 0.0f;
+            if (t < end) {
+                const uint2 *kr = reinterpret_cast<const uint2 *>(k_cache + base_off + (size_t)t * HEAD_DIM + c * D8);
 #pragma unroll
-            for (int c = 0; c < HEAD_DIM / 8; ++c) {
-                float kf[8];
-                unpack8(kr[c], kf);
+                for (int u = 0; u < D8 / 4; ++u) {
+                    float kf[4];
+                    unpack4(kr[u], kf);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) acc = fmaf(s_q[c * 8 + i], kf[i], acc);
+                    for (int e = 0; e < 4; ++e) acc = fmaf(qd[4 * u + e], kf[e], acc);
+                }
             }
-            s = acc;
+            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+            acc += __shfl_xor_sync(0xffffffffu, acc, 4);
+            sc[i] = acc;
+        }
+        const int t = base + lane;  // lane = position: its score sits in group lane % 4 at i = lane / 4
+        float s = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const float v = __shfl_sync(0xffffffffu, sc[i], (lane & 3) * 8);
+            if ((lane >> 2) == i && t < end) s = v;
         }
         const float m_new = fmaxf(m, warp_max(s));  // finite: position `base` is valid
         const float corr = __expf(m - m_new);       // 0 while m is still -inf
         const float p = t < end ? __expf(s - m_new) : 0.0f;
         l = l * corr + warp_sum(p);
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) o[i] *= corr;
-        const int n_valid = min(32, end - base);
-        const dtype *vr = v_cache + base_off + (size_t)base * HEAD_DIM;
-#pragma unroll 8
-        for (int j = 0; j < n_valid; ++j) {
-            const float pj = __shfl_sync(0xffffffffu, p, j);
+        for (int d = 0; d < D8; ++d) o[d] *= corr;
 #pragma unroll
-            for (int i = 0; i < DPL; ++i) {
-                const int d = lane + 32 * i;
-                if (d < HEAD_DIM) o[i] = fmaf(pj, to_f32(vr[(size_t)j * HEAD_DIM + d]), o[i]);
+        for (int i = 0; i < 8; ++i) {
+            const int j = 4 * i + g;
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+            if (base + j < end) {  // rows past the length may hold anything (never 0 * NaN)
+                const uint2 *vr = reinterpret_cast<const uint2 *>(v_cache + base_off + (size_t)(base + j) * HEAD_DIM + c * D8);
+#pragma unroll
+                for (int u = 0; u < D8 / 4; ++u) {
+                    float vf[4];
+                    unpack4(vr[u], vf);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) o[4 * u + e] = fmaf(pj, vf[e], o[4 * u + e]);
+                }
             }
         }
         m = m_new;
+    }
+#pragma unroll
+    for (int d = 0; d < D8; ++d) {  // the four groups' sums (positions 4 i + g), the same in every group
+        o[d] += __shfl_xor_sync(0xffffffffu, o[d], 8);
+        o[d] += __shfl_xor_sync(0xffffffffu, o[d], 16);
     }
     if (lane == 0) {
         s_m[warp] = m;
         s_l[warp] = l;
     }
+    if (g == 0)
 #pragma unroll
-    for (int i = 0; i < DPL; ++i)
-        if (lane + 32 * i < HEAD_DIM) s_o[warp][lane + 32 * i] = o[i];
+        for (int d = 0; d < D8; ++d) s_o[warp][c * D8 + d] = o[d];
     __syncthreads();
 #if DIRECT
     // attention_combine over the splits 0..used-1, each split's (m, l, out) made as its two-warp block makes

@@ -34,8 +34,8 @@ def attention_decode(rt: Runtime, out, q, k_cache, v_cache, slots, pos, part_out
     n_slots, n_kv_heads, max_ctx, _ = k_cache.shape
     if n_heads % n_kv_heads:
         raise InvalidInput(f"n_heads {n_heads} is not a multiple of n_kv_heads {n_kv_heads}")
-    if head_dim % 8:
-        raise InvalidInput(f"head_dim {head_dim} is not a multiple of 8")
+    if head_dim % 32:
+        raise InvalidInput(f"head_dim {head_dim} is not a multiple of 32 (decode attention: 8 lanes per row)")
     splits = n_splits(max_ctx) if splits is None else splits
     if not 1 <= splits <= n_splits(max_ctx):
         raise InvalidInput(f"splits {splits} outside [1, {n_splits(max_ctx)}] for max_ctx {max_ctx}")

@@ -300,6 +300,20 @@ def test_argmax(rt, rng, vocab):
     assert ids_from_packed(get(rt, best)).tolist() == logits.argmax(axis=1).tolist()
 
 
+def test_attention_decode_rejects_head_dim_not_multiple_of_32(rt):
+    from gpu.errors import InvalidInput
+    from gpu.ops.attention_decode import attention_decode
+
+    q = rt.empty((1, 2, 48), rt.operand, "test")
+    cache = rt.empty((2, 1, 64, 48), rt.operand, "test")
+    i32 = rt.empty((1,), np.int32, "test")
+    out = rt.empty((1, 96), rt.operand, "test")
+    part_out = rt.empty((1, 2, 1, 48), np.float32, "test")
+    part_ml = rt.empty((1, 2, 1, 2), np.float32, "test")
+    with pytest.raises(InvalidInput, match="head_dim 48 is not a multiple of 32"):
+        attention_decode(rt, out, q, cache, cache, i32, i32, part_out, part_ml)
+
+
 def test_launcher_rejects_bad_shapes(rt):
     from gpu.errors import InvalidInput
     from gpu.ops.linear import linear
