@@ -2,14 +2,17 @@
 device-to-device copy: is a decode step's gemv streaming its weights at the card's rate? Each shape's
 launches cycle over enough weight copies that none is read from L2, captured as one CUDA graph with
 programmatic launch (as in the decode graphs) and replayed; µs per launch and GB/s of weights. Variants
-of the kernel's -D LOAD (weight load instruction) and UNROLL (k blocks in flight per warp) side by side.
+of the kernel's -D LOAD (weight load instruction) and UNROLL (k blocks in flight per warp) and of the
+launch's K split (warps per group of 8 weight rows) side by side.
 
-    python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 0:0,1:0,0:16] [--rows 1,8]
+    python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 2:0,0:0,2:16] [--ksplits 0,2,8]
+        [--rows 1,8]   # UNROLL 0: the kernel's default; K split 0: the launcher's (gemv.ksplit_for)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -45,7 +48,7 @@ def copy_gbps(rt, nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / (min(times[1:]) * 1e-3) / 1e9
 
 
-def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int) -> dict:
+def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, ksplit: int) -> dict:
     import pycuda.driver as cuda
 
     from gpu.ops import blocks
@@ -64,7 +67,7 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int) -> dict
     if unroll:
         defines["UNROLL"] = unroll
     fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", **defines)
-    ksplit = ksplit_for(rt, n, k)
+    ksplit = ksplit or ksplit_for(rt, n, k)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0
     zeros = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
 
@@ -73,7 +76,7 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int) -> dict
             rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), int(y.gpudata), int(x.gpudata),
                       int(w.gpudata), 0, rows, n, k, ksplit, 0, *zeros, shared=shared)
 
-    key = (name, rows, load, unroll)
+    key = (name, rows, load, unroll, ksplit)
     enqueue()  # loads the kernel
     with rt.programmatic():
         graphs.capture(key, enqueue, f"{name} x{copies}")
@@ -94,8 +97,9 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", default="0:0,1:0,2:0,0:16,1:16",
+    parser.add_argument("--variants", default="2:0,0:0",
                         help="LOAD:UNROLL pairs (UNROLL 0: the kernel's default)")
+    parser.add_argument("--ksplits", default="0", help="K splits to try (0: the launcher's)")
     parser.add_argument("--rows", default="1,8")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     args = parser.parse_args()
@@ -113,8 +117,8 @@ def main() -> None:
     variants = [tuple(int(v) for v in pair.split(":")) for pair in args.variants.split(",")]
     for name in args.shapes.split(","):
         for rows in (int(r) for r in args.rows.split(",")):
-            for load, unroll in variants:
-                row = time_shape(rt, graphs, name, rows, load, unroll)
+            for (load, unroll), ksplit in itertools.product(variants, map(int, args.ksplits.split(","))):
+                row = time_shape(rt, graphs, name, rows, load, unroll, ksplit)
                 row["of_copy"] = round(row["gbps"] / copy, 3)
                 print(json.dumps(row), flush=True)
                 out.write(json.dumps(row) + "\n")

@@ -42,7 +42,7 @@ def chains(eng, n: int) -> dict:
         eng.graphs.launch(key)
 
     def inputs(r):
-        fwd.set_inputs(eng.host_inputs)
+        fwd.set_inputs(eng.inputs.host)
         graph(r)
 
     def params_copy(r):
@@ -127,12 +127,12 @@ def decode_inputs(eng, slots: list[int], pos: int) -> None:
     """The host inputs of a decode step of `slots` (token 1) at position `pos`, padded to the bucket."""
     n = len(slots)
     bucket = next(b for b in eng.buckets if b >= n)
-    eng.host_inputs[:3, :bucket] = [[1], [0], [eng.scratch_slot]]
-    eng.host_inputs[1, :n], eng.host_inputs[2, :n] = pos, slots
+    eng.inputs.host[:3, :bucket] = [[1], [0], [eng.scratch_slot]]
+    eng.inputs.host[1, :n], eng.inputs.host[2, :n] = pos, slots
 
 
 def replay(eng, key) -> None:
-    eng.forward.set_inputs(eng.host_inputs)
+    eng.forward.set_inputs(eng.inputs.host)
     eng.graphs.launch(key)
 
 
@@ -159,7 +159,7 @@ def main() -> None:
             slots = prefilled(eng, n)
             decode_inputs(eng, slots, PROMPT)
             with eng.rt.activate():
-                eng.forward.set_inputs(eng.host_inputs)  # "graph" replays these: the same context length
+                eng.forward.set_inputs(eng.inputs.host)  # "graph" replays these: the same context length
                 steps = chains(eng, n)
             for what, enqueue in steps.items():
                 row[what] = round(queued_ms(eng.rt, enqueue, cycles=CYCLES, batches=5, per_batch=50), 4)

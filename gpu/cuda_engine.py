@@ -37,6 +37,7 @@ from .ops.sample import pack_params
 from .params import SamplingParams
 from .prefill_plan import pack_bucket, pack_buckets, packable, plan_prefill
 from .runtime import Runtime, device_count
+from .step_inputs import StepInputs
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class CudaEngine(Engine):
         self.buckets = sorted({b for b in BUCKETS if b < max_batch} | {max_batch})
         self.forward = CudaForward(rt, config, weights, max_batch + 1, self.max_context, max_batch,
                                    PREFILL_CHUNK)
-        self.host_inputs = cuda.pagelocked_empty((4, self.forward.rows), np.int32)  # ids, pos, slots, last
-        self._inputs_sent = None  # an event after the last copy out of host_inputs (rewrite it after that)
+        self.inputs = StepInputs(rt, self.forward)  # pinned host inputs [4, rows] and their copies
         self.host_logits = cuda.pagelocked_empty((max_batch, config.vocab_size), np.float32)
         self.host_best = cuda.pagelocked_empty((max_batch,), np.uint64)
         self.sampler = DeviceSampler(rt, max_batch, self.max_context, config.vocab_size)
@@ -262,11 +262,12 @@ class CudaEngine(Engine):
         attention's graph when every position is below `direct_limit` and the bucket is small."""
         n = len(slots)
         bucket = next(b for b in self.buckets if b >= n)
-        inputs = self._host_inputs()
+        inputs = self.inputs.buffer()
         inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]
         inputs[0, :n], inputs[1, :n], inputs[2, :n] = ids, starts, slots
-        self._send_inputs()
+        self.inputs.send(decode=True)
         self._replay_decode(bucket, self._direct(bucket) and max(starts) < direct_limit(bucket))
+        self.inputs.decode_queued()
 
     def _direct(self, bucket: int) -> bool:
         """Whether short-context steps of this bucket take the one-pass attention."""
@@ -312,14 +313,14 @@ class CudaEngine(Engine):
                     for _ in self._chunks(scratch, np.zeros(rows, np.int64), 0):
                         pass
             for bucket in pack_buckets(self.forward.rows):
-                inputs = self._host_inputs()
+                inputs = self.inputs.buffer()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
-                self._send_inputs()
+                self.inputs.send()
                 self._run_packed(bucket)
             for bucket in self.buckets:
-                inputs = self._host_inputs()
+                inputs = self.inputs.buffer()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
-                self._send_inputs()
+                self.inputs.send()
                 for direct in (False, True) if self._direct(bucket) else (False,):
                     self._replay_decode(bucket, direct)
             self.rt.synchronize()
@@ -347,22 +348,11 @@ class CudaEngine(Engine):
             logger.warning("CUDA graphs off, decode launches kernels one by one: %s", exc)
             self.graphs = None
 
-    def _host_inputs(self) -> np.ndarray:
-        """The pinned host inputs [4, rows], once the copy of their last contents has left them."""
-        if self._inputs_sent is not None:
-            self._inputs_sent.synchronize()
-        return self.host_inputs
-
-    def _send_inputs(self) -> None:
-        self.forward.set_inputs(self.host_inputs)
-        self._inputs_sent = cuda.Event()
-        self._inputs_sent.record(self.rt.stream)
-
     def _prefill_pack(self, batch: range, slots, tokens, starts) -> None:
         """One packed pass over the prompts batch[0].. (context on), padded to its row bucket (rows of
         token 0 at position 0 of the scratch slot) and replayed as that bucket's CUDA graph; their last
         rows to x_last[batch]."""
-        inputs, row = self._host_inputs(), 0
+        inputs, row = self.inputs.buffer(), 0
         for k, i in enumerate(batch):
             n = len(tokens[i])
             inputs[0, row : row + n] = tokens[i]
@@ -372,7 +362,7 @@ class CudaEngine(Engine):
             row += n
         bucket = pack_bucket(row, self.forward.rows)
         inputs[:3, row:bucket] = [[0], [0], [self.scratch_slot]]
-        self._send_inputs()
+        self.inputs.send()
         self._run_packed(bucket)
         self.forward.gather_last(len(batch), batch[0])
 
@@ -392,12 +382,12 @@ class CudaEngine(Engine):
             bucket = pack_bucket(n, self.forward.rows)
             if first + bucket > self.max_context:
                 bucket = n
-            inputs = self._host_inputs()
+            inputs = self.inputs.buffer()
             inputs[0, :bucket] = 0
             inputs[0, :n] = chunk
             inputs[1, :bucket] = np.arange(first, first + bucket)
             inputs[2, :bucket] = slot
-            self._send_inputs()
+            self.inputs.send()
             self._run_chunk(bucket)
             yield n
 

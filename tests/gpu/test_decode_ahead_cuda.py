@@ -59,6 +59,48 @@ def test_fed_tokens_equal_the_host_fed_loop(model, batch):
             engine.free(slot)
 
 
+def _fed_loop(engine, slots, prompts, params, steps, other):
+    """launch_decode fed from the device for `steps` steps; a prefill of slot `other` halfway (a step that
+    reads the inputs between two decode steps). The tokens per step."""
+    first = engine.prefill(slots, prompts).argmax(axis=1).tolist()
+    known = [[*p, t] for p, t in zip(prompts, first, strict=True)]
+    got, pick = [], engine.launch_decode(slots, first, params, [1] * len(slots), known)
+    for k in range(1, steps):
+        if k == steps // 2:
+            engine.prefill([other], [[k, k + 1, k + 2]])
+        queued = engine.launch_decode(slots, [None] * len(slots), params, [k + 1] * len(slots), known)
+        got.append(pick.ids().tolist())
+        for h, t in zip(known, got[-1], strict=True):
+            h.append(t)
+        pick = queued
+    got.append(pick.ids().tolist())
+    return got
+
+
+def test_early_input_copies_give_the_same_tokens(model):
+    engine, _ = model
+    rng = np.random.default_rng(7)
+    prompts = [rng.integers(0, 512, int(rng.integers(2, 30))).tolist() for _ in range(3)]
+    params, inputs = _params(3), engine.inputs
+    assert inputs.early  # on by default
+    out = {}
+    for early in (True, False):
+        inputs.early = early  # off: every copy on the engine's stream (decode_queued marks nothing)
+        slots, other = [engine.alloc() for _ in prompts], engine.alloc()
+        before = inputs.early_copies
+        try:
+            out[early] = _fed_loop(engine, slots, prompts, params, 40, other)
+        finally:
+            inputs.early = True
+            for slot in [*slots, other]:
+                engine.free(slot)
+        copies = inputs.early_copies - before
+        # on: every decode step but the first and the one after the prefill copied early
+        assert copies == (38 if early else 0)
+    assert out[True] == out[False]
+    assert len({t for row in out[True] for t in row}) > 5
+
+
 def test_launch_decode_refuses_rows_it_cannot_feed(model):
     from gpu.errors import InvalidInput
 
