@@ -3,8 +3,8 @@ the forward's device inputs, which every captured graph reads.
 
 A decode step's copy goes early where it can: on a side stream, as soon as the last decode step queued
 (the inputs' last reader) is done, so it overlaps the sampler work queued after that step instead of
-standing on the engine's stream between the sampler and the next graph (the copy's ~10 µs a step at batch
-1 on an H200, bench/step_overhead.py). Any other step (prefill, warm-up), and a decode step after one,
+standing on the engine's stream between the sampler and the next graph (~11 µs a step at batch 1 and 8 on
+an H200, bench/step_overhead.py). Any other step (prefill, warm-up), and a decode step after one,
 copies on the engine's stream. `ORCD_EARLY_INPUTS=0` copies every step on the engine's stream (an A/B
 switch for benchmarks).
 """
