@@ -25,26 +25,9 @@ N_HEADS, N_KV, HEAD_DIM, LAYERS, MAX_CTX = 14, 2, 64, 24, 1024
 FLUSH = 64 << 20
 
 
-def graph_ms(rt, graphs, key, enqueue) -> float:
-    """Median ms of one replay of enqueue()'s launches captured as a graph."""
-    import pycuda.driver as cuda
-
-    enqueue()
-    with rt.programmatic():
-        graphs.capture(key, enqueue, str(key))
-    start, end = cuda.Event(), cuda.Event()
-    times = []
-    for _ in range(8):
-        start.record(rt.stream)
-        graphs.launch(key)
-        end.record(rt.stream)
-        end.synchronize()
-        times.append(end.time_since(start))
-    return float(np.median(times[2:]))
-
-
 def time_pass(rt, graphs, flush, rows: int, length: int, direct: bool, hot: bool) -> float:
     import pycuda.driver as cuda
+    from gpu_timing import graph_ms
 
     from gpu.ops.attention_decode import attention_decode, n_splits
 
@@ -84,7 +67,9 @@ def main() -> None:
     parser.add_argument("--label", default="this")
     parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args()
-    sys.path.insert(0, str(args.src.resolve()))
+    sys.path[:0] = [str(args.src.resolve()), str(Path(__file__).resolve().parent)]
+
+    from gpu_timing import emit
 
     from gpu.cuda_graphs import DecodeGraphs
     from gpu.runtime import Runtime
@@ -101,8 +86,7 @@ def main() -> None:
                     for hot in (False, True):
                         name = f"{'one' if direct else 'two'}-pass {'hot' if hot else 'cold'}"
                         row[name] = round(time_pass(rt, graphs, flush, rows, length, direct, hot), 2)
-                print(json.dumps(row), flush=True)
-                out.write(json.dumps(row) + "\n")
+                emit(out, row)
     graphs.close()
     rt.close()
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 # name -> (N, K, swiglu epilogue)
 SHAPES = {
@@ -50,6 +49,7 @@ def copy_gbps(rt, nbytes: int = 1 << 30) -> float:
 
 def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, ksplit: int) -> dict:
     import pycuda.driver as cuda
+    from gpu_timing import graph_ms
 
     from gpu.ops import blocks
     from gpu.ops.gemv import ROW_BUCKETS, ksplit_for
@@ -76,20 +76,9 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, ksplit:
             rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), int(y.gpudata), int(x.gpudata),
                       int(w.gpudata), 0, rows, n, k, ksplit, 0, *zeros, shared=shared)
 
-    key = (name, rows, load, unroll, ksplit)
-    enqueue()  # loads the kernel
-    with rt.programmatic():
-        graphs.capture(key, enqueue, f"{name} x{copies}")
-    start, end = cuda.Event(), cuda.Event()
-    times = []
-    for _ in range(6):
-        start.record(rt.stream)
-        graphs.launch(key)
-        end.record(rt.stream)
-        end.synchronize()
-        times.append(end.time_since(start) / copies)
+    ms = graph_ms(rt, graphs, (name, rows, load, unroll, ksplit), enqueue, replays=6, skip=1)
     weights.clear()  # freed: the graph is not launched again
-    us = float(np.median(times[1:])) * 1e3
+    us = ms / copies * 1e3
     return {"shape": name, "rows": rows, "load": load, "unroll": unroll or "default", "ksplit": ksplit,
             "mb": round(n * k * 2 / 1e6, 2), "us": round(us, 2), "gbps": round(n * k * 2 / us / 1e3, 1)}
 
@@ -104,6 +93,8 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(SHAPES))
     args = parser.parse_args()
 
+    from gpu_timing import emit
+
     from gpu.cuda_graphs import DecodeGraphs
     from gpu.runtime import Runtime
 
@@ -112,16 +103,14 @@ def main() -> None:
     out = args.out.open("a")
     copy = copy_gbps(rt)
     head = {"device": rt.name, "copy_gbps": round(copy, 1)}
-    print(json.dumps(head), flush=True)
-    out.write(json.dumps(head) + "\n")
+    emit(out, head)
     variants = [tuple(int(v) for v in pair.split(":")) for pair in args.variants.split(",")]
     for name in args.shapes.split(","):
         for rows in (int(r) for r in args.rows.split(",")):
             for (load, unroll), ksplit in itertools.product(variants, map(int, args.ksplits.split(","))):
                 row = time_shape(rt, graphs, name, rows, load, unroll, ksplit)
                 row["of_copy"] = round(row["gbps"] / copy, 3)
-                print(json.dumps(row), flush=True)
-                out.write(json.dumps(row) + "\n")
+                emit(out, row)
     graphs.close()
     rt.close()
 

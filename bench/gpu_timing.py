@@ -55,3 +55,31 @@ def decode_key(eng, batch: int):
     """The key of the graph a short-context decode step of `batch` rows replays: the one-pass attention's
     when it is captured (CudaEngine.direct_attention), else the two-pass one."""
     return ("direct", batch) if ("direct", batch) in eng.graphs else batch
+
+
+def graph_ms(rt, graphs, key, enqueue, *, replays: int = 8, skip: int = 2) -> float:
+    """Median ms of one replay of what enqueue() launches, run once eagerly (loading its kernels), then
+    captured as one CUDA graph under `key` in `graphs` (a DecodeGraphs) with programmatic launch, as the
+    engine's decode graphs are; the first `skip` of `replays` replays are not counted."""
+    import pycuda.driver as cuda
+
+    enqueue()
+    with rt.programmatic():
+        graphs.capture(key, enqueue, str(key))
+    start, end = cuda.Event(), cuda.Event()
+    times = []
+    for _ in range(replays):
+        start.record(rt.stream)
+        graphs.launch(key)
+        end.record(rt.stream)
+        end.synchronize()
+        times.append(end.time_since(start))
+    return float(np.median(times[skip:]))
+
+
+def emit(out, row: dict) -> None:
+    """One result row: printed (the device run's log) and appended to the open JSON-lines file `out`."""
+    import json
+
+    print(json.dumps(row), flush=True)
+    out.write(json.dumps(row) + "\n")
