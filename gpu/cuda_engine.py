@@ -402,7 +402,7 @@ class CudaEngine(Engine):
             self.rt.context.push()
         if self.graphs is not None:
             self.graphs.close()
-        del self.forward, self.weights, self.sampler  # freed while the context is current here
+        del self.forward, self.weights, self.sampler, self.inputs  # freed while the context is current here
         self.rt.close()  # detaches the current context: destroyed and popped off this thread's stack
 
 
