@@ -61,7 +61,7 @@ class DeviceSampler:
         self._now_at = int(self.host_now.base.get_device_pointer())
         self.issued = 0  # picks queued so far
         # events made once, while the engine's context is current: a pick may be dropped on any thread
-        self.done = [cuda.Event() for _ in range(RING)]  # after each ring buffer's copy
+        self.done = [cuda.Event() for _ in range(RING)]  # after the sampler wrote each ring buffer
         self.done_now = cuda.Event()
         self._staged_sent = cuda.Event()  # after the last copy out of the staging
         self._staged_used = False
