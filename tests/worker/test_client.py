@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import fakeredis
 import pytest
 
+from tests.worker.waiting import wait_until
 from worker import keys
 from worker.client import Client, assemble
 from worker.errors import InvalidJob, JobFailed, JobNotFound, QueueFull
@@ -125,9 +125,7 @@ def submit_meanwhile(client: Client, release: threading.Event, ids: list[str]) -
     threads = [threading.Thread(target=submit, args=(job_id,)) for job_id in ids]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while len(client._submits._queued) < len(ids) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(client._submits._queued) >= len(ids), timeout_s=10, what="the submits to queue")
     release.set()
     for t in [first, *threads]:
         t.join(10)

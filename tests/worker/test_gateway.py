@@ -4,12 +4,12 @@ and order, keep-alives, resume, cancel (DELETE and disconnect), error mapping, h
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from tests.worker.gateway_server import ThreadedServer
+from tests.worker.waiting import wait_until
 from worker.gateway import create_app
 from worker.gateway_fake import FakeBackend
 from worker.gateway_settings import GatewaySettings
@@ -46,13 +46,6 @@ def backend() -> FakeBackend:
 def server(backend):
     with serve(backend, keepalive_s=5.0, max_body_bytes=4096) as srv:
         yield srv
-
-
-def wait_for(predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_execute_streams_every_event_in_seq_order(server):
@@ -154,7 +147,7 @@ def test_client_disconnect_cancels_the_job(backend, server):
         for line in r.iter_lines():
             if line.startswith("event: tokens"):
                 break
-    wait_for(lambda: backend.jobs[job_id].finished)
+    wait_until(lambda: backend.jobs[job_id].finished, what="the job to finish")
     last = backend.jobs[job_id].log[-1]
     assert (last.type, last.data["finish_reason"]) == ("done", "cancelled")
     assert last.data["usage"]["completion_tokens"] < 5000

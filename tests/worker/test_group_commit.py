@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
+from tests.worker.waiting import wait_until
 from worker.group_commit import GroupCommit
-
-
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
 
 
 def test_a_lone_call_is_flushed_at_once_with_its_own_result():

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from functools import partial
 
 import pytest
 
 from gpu.params import SamplingParams
 from tests.worker.tiny_model import MAX_CONTEXT, Reference, tiny_model  # noqa: F401 (fixture)
+from tests.worker.waiting import wait_until
 from tests.worker.workers import (  # noqa: F401 (fixtures)
     REDIS_URL,
     WorkerProcess,
@@ -49,11 +51,7 @@ def seqs(job_id: str, client: Client) -> list[int]:
     return [e.seq for e in read_log(client.redis, job_id)]
 
 
-def wait_for(predicate, timeout_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+wait_for = partial(wait_until, timeout_s=20.0, every_s=0.02)  # a worker subprocess's progress in Redis
 
 
 @pytest.fixture(scope="module")

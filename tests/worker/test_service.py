@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import fakeredis
 import pytest
 
 from gpu.params import SamplingParams
 from tests.worker.tiny_model import MAX_CONTEXT, reference, tiny_model  # noqa: F401 (fixture)
+from tests.worker.waiting import wait_until
 from worker import keys
 from worker.client import Client, assemble
 from worker.schemas import Job
@@ -133,9 +133,7 @@ def test_heartbeat_describes_the_worker(stack):
     beat = service.heartbeat()
     assert (beat["name"], beat["model"], beat["queue"], beat["backend"], beat["max_batch"]) == (
         "w1", "tiny-queue", "orcd.tiny-queue", "numpy", 4)
-    deadline = time.monotonic() + 5.0
-    while not client.redis.exists(keys.worker("w1")) and time.monotonic() < deadline:
-        time.sleep(0.01)  # the heartbeat thread's first beat
+    wait_until(lambda: client.redis.exists(keys.worker("w1")), what="the heartbeat thread's first beat")
     assert client.redis.hget(keys.worker("w1"), "model") == b"tiny-queue"
     assert 0 < client.redis.ttl(keys.worker("w1")) <= 15
     service.close()
@@ -255,10 +253,8 @@ def test_tasks_arriving_while_one_is_prepared_share_one_read_and_one_hand_over(s
         thread = threading.Thread(target=lambda p=payload: outcomes.__setitem__(p["id"], service.run_job(p)))
         thread.start()
         threads.append(thread)
-        deadline = time.monotonic() + 10
-        while (handed != [["t0"]]) if k == 0 else (len(service._prepare._queued) < k):
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        wait_until(lambda k=k: handed == [["t0"]] if k == 0 else len(service._prepare._queued) >= k,
+                   timeout_s=10, what=f"task {k} to reach the hand-over")
     release.set()
     for thread in threads:
         thread.join(30)
