@@ -35,19 +35,17 @@
 #endif
 // -D LOAD: how weights are read: 2 (default) ld.global.cs (evict first) with a 256-byte L2 prefetch: the
 // other three 64-byte pieces of a lane quad's 256-byte run are fetched with the first (H200, bench/
-// gemv_bandwidth.py: Phi-3-mini's projections 4-10% faster than without); 1 ld.global.nc with no L1
-// allocation and the same prefetch (about as fast); 0 ld.global.cs alone (the earlier kernel)
+// gemv_bandwidth.py: Phi-3-mini's projections 4-10% faster than without; ld.global.nc with the same
+// prefetch measured about as fast); 0 ld.global.cs alone (the earlier kernel, an A/B switch)
 #ifndef LOAD
 #define LOAD 2
 #endif
+#if LOAD != 0 && LOAD != 2
+#error "LOAD is 0 or 2"
+#endif
 
 __device__ __forceinline__ uint4 load_w(const dtype *p) {
-#if LOAD == 1
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-#elif LOAD == 2
+#if LOAD == 2
     uint4 v;
     asm volatile("ld.global.cs.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
