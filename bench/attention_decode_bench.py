@@ -78,15 +78,14 @@ def main() -> None:
     graphs = DecodeGraphs(rt.stream.handle)
     flush = [rt.empty(FLUSH, np.uint8, "bench") for _ in range(2)]
     print(json.dumps({"device": rt.name}), flush=True)
-    with args.out.open("a") as out:
-        for rows in (int(r) for r in args.rows.split(",")):
-            for length in (int(n) for n in args.lengths.split(",")):
-                row = {"label": args.label, "rows": rows, "length": length}
-                for direct in (True, False):
-                    for hot in (False, True):
-                        name = f"{'one' if direct else 'two'}-pass {'hot' if hot else 'cold'}"
-                        row[name] = round(time_pass(rt, graphs, flush, rows, length, direct, hot), 2)
-                emit(out, row)
+    for rows in (int(r) for r in args.rows.split(",")):
+        for length in (int(n) for n in args.lengths.split(",")):
+            row = {"label": args.label, "rows": rows, "length": length}
+            for direct in (True, False):
+                for hot in (False, True):
+                    name = f"{'one' if direct else 'two'}-pass {'hot' if hot else 'cold'}"
+                    row[name] = round(time_pass(rt, graphs, flush, rows, length, direct, hot), 2)
+            emit(args.out, row)
     graphs.close()
     rt.close()
 

@@ -11,7 +11,6 @@ and event overhead, so compare them only with each other). JSON lines to --out, 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -62,6 +61,8 @@ def kernel_profile(eng, batch: int) -> list[tuple[str, int, float]]:
 
 
 def measure(eng, name: str, label: str, batch: int, limit: float, profile: bool, out: Path) -> dict:
+    from gpu_timing import emit
+
     rng = np.random.default_rng(batch)
     vocab = eng.config.vocab_size
     slots = [eng.alloc() for _ in range(batch)]
@@ -83,9 +84,7 @@ def measure(eng, name: str, label: str, batch: int, limit: float, profile: bool,
         row["pct_of_bandwidth_limit"] = round(100 * row["tok_s"] / limit, 1)
     for s in slots:
         eng.free(s)
-    print(json.dumps(row), flush=True)
-    with out.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    emit(out, row)
     return row
 
 

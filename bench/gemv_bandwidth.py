@@ -100,17 +100,16 @@ def main() -> None:
 
     rt = Runtime(0, "f16")
     graphs = DecodeGraphs(rt.stream.handle)
-    out = args.out.open("a")
     copy = copy_gbps(rt)
     head = {"device": rt.name, "copy_gbps": round(copy, 1)}
-    emit(out, head)
+    emit(args.out, head)
     variants = [tuple(int(v) for v in pair.split(":")) for pair in args.variants.split(",")]
     for name in args.shapes.split(","):
         for rows in (int(r) for r in args.rows.split(",")):
             for (load, unroll), ksplit in itertools.product(variants, map(int, args.ksplits.split(","))):
                 row = time_shape(rt, graphs, name, rows, load, unroll, ksplit)
                 row["of_copy"] = round(row["gbps"] / copy, 3)
-                emit(out, row)
+                emit(args.out, row)
     graphs.close()
     rt.close()
 

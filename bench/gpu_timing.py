@@ -78,8 +78,9 @@ def graph_ms(rt, graphs, key, enqueue, *, replays: int = 8, skip: int = 2) -> fl
 
 
 def emit(out, row: dict) -> None:
-    """One result row: printed (the device run's log) and appended to the open JSON-lines file `out`."""
+    """One result row: printed (the device run's log) and appended to the JSON-lines file at path `out`."""
     import json
 
     print(json.dumps(row), flush=True)
-    out.write(json.dumps(row) + "\n")
+    with out.open("a") as f:
+        f.write(json.dumps(row) + "\n")

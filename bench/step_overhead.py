@@ -10,7 +10,6 @@ Qwen2.5-0.5B-shape (and Phi-3-mini-shape) F16 models with the byte vocabulary of
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -145,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path[:0] = [str(BENCH.parent), str(BENCH)]
     from decode_latency import write_model
-    from gpu_timing import decode_key, queued_ms
+    from gpu_timing import decode_key, emit, queued_ms
 
     from gpu.cuda_engine import CudaEngine
     from gpu.ops.attention_decode import DIRECT_CTX
@@ -179,9 +178,7 @@ def main() -> None:
             slots = prefilled(eng, n)
             profile(eng, slots, args.out.with_name(f"profile_{name}_b{n}.txt"))
             free(eng, slots)
-            print(json.dumps(row), flush=True)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            emit(args.out, row)
         eng.close()
 
 
