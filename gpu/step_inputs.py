@@ -26,7 +26,7 @@ class StepInputs:
         self.rt, self.forward = rt, forward
         self.host = cuda.pagelocked_empty((4, forward.rows), np.int32)  # ids, pos, slots, last rows
         self.early = os.environ.get(ENV_EARLY, "1") != "0"
-        self._side = cuda.Stream() if self.early else None
+        self._side = cuda.Stream()  # early copies (a stream is cheap; `early` may be switched later)
         self._sent: cuda.Event | None = None  # after the last copy out of `host`
         self._read: cuda.Event | None = None  # after the last decode step, if no other step read since
         self.early_copies = 0  # copies sent on the side stream so far (tests, benchmarks)
