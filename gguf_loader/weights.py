@@ -8,7 +8,8 @@ ggml type and shape), so a GPU backend can upload them and dequantise on the dev
 Fused tensors stay as the file stores them: llama/qwen2 fill ``wq, wk, wv`` and ``w_gate, w_up``;
 phi3 fills ``wqkv`` (rows q|k|v) and ``w_gate_up`` (rows gate|up); gpt2 fills ``wqkv``, ``w_up`` and
 every bias. ``fuse=True`` (numpy arrays only) concatenates llama/qwen2's parts into ``wqkv``/``bqkv``
-and ``w_gate_up`` too, so every architecture then uses the same fields.
+and ``w_gate_up`` too, so every architecture then uses the same fields; with ``raw=True`` it needs a
+``convert`` that returns row arrays (parts fused together must convert to the same dtype).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def load_weights(
     fuse: bool = False,
 ) -> ModelWeights:
     """All weights of ``config.arch``; ArchitectureError names a missing, mis-shaped or unknown tensor."""
-    if fuse and raw:
-        raise ValueError("fuse=True concatenates float arrays; it cannot be combined with raw=True")
+    if fuse and raw and convert is _identity:
+        raise ValueError("fuse=True concatenates arrays by rows; with raw=True, `convert` must turn "
+                         "the bytes into such arrays")
     if config.arch not in LAYER_TENSORS:
         raise ArchitectureError(f"{gguf.path}: no tensor table for architecture {config.arch!r}")
     used: set[str] = set()

@@ -6,29 +6,38 @@ per layer, so a layer is four projections. Two row orders change so that pairs a
 in adjacent columns: gate and up rows interleave, and for NEOX RoPE the q and k rows of each head are
 permuted so that dims (i, i + rope_dim/2) become (2i, 2i + 1) — the same rotation as llama's adjacent
 pairs; q.k is unchanged because q and k move alike (v is not moved). Tied embeddings share one buffer.
+
+Q8_0 matrices (gpu/q8_blocks.py) are not dequantised: they go up as `Q8Matrix` (int8 quants and f16
+scales, the same row operations applied to their blocks), which gemv and the embedding gather read
+directly and gemm expands into one buffer reserved here for the largest layer matrix.
+$ORCD_Q8_WEIGHTS=0 dequantises them like every other type (an A/B switch).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pycuda.driver as cuda
 
+from . import q8_blocks
+from .ops.dequant_q8 import Q8Matrix, reserve
 from .runtime import Runtime, to_operand
 
 logger = logging.getLogger(__name__)
 
 UPLOAD_CHUNK = 64 << 20  # bytes of pinned staging per copy
+Q8_WEIGHTS = os.environ.get("ORCD_Q8_WEIGHTS", "1") != "0"
 
 
 @dataclass(frozen=True)
 class DeviceLayer:
     attn_norm: Any  # [dim] f32
     attn_norm_bias: Any  # [dim] f32 or None
-    wqkv: Any  # [q_dim + 2 kv_dim, dim] operand
+    wqkv: Any  # [q_dim + 2 kv_dim, dim] operand or Q8Matrix (so every matrix)
     bqkv: Any  # [q_dim + 2 kv_dim] f32 or None
     wo: Any  # [dim, q_dim]
     bo: Any
@@ -54,12 +63,22 @@ class DeviceWeights:
     n_params: int
 
 
+def q8_groups(gguf, config) -> list[list[str]]:
+    """The tensors kept as Q8_0, one list per device matrix (none with $ORCD_Q8_WEIGHTS=0)."""
+    return q8_blocks.q8_groups(gguf, config) if Q8_WEIGHTS else []
+
+
 def device_bytes(gguf, config, dtype_size: int) -> int:
-    """Bytes the weights take on the device: 2-D tensors in the operand type, the rest in f32."""
+    """Bytes the weights take on the device: Q8_0 matrices at 1.0625 a weight plus the expansion buffer for
+    the largest layer matrix, other 2-D tensors in the operand type, the rest in f32."""
+    groups = q8_groups(gguf, config)
+    q8 = {name for group in groups for name in group}
     total = 0
-    for info in gguf.tensors.values():
-        total += info.n_elements * (dtype_size if len(info.shape) == 2 else 4)
-    return total
+    for name, info in gguf.tensors.items():
+        size = q8_blocks.BYTES_PER_WEIGHT if name in q8 else dtype_size if len(info.shape) == 2 else 4
+        total += int(info.n_elements * size)
+    layer = [sum(gguf.tensors[n].n_elements for n in g) for g in groups if g[0].startswith("blk.")]
+    return total + max(layer, default=0) * dtype_size  # the expansion buffer (gpu/ops/dequant_q8.py)
 
 
 class _Uploader:
@@ -77,7 +96,14 @@ class _Uploader:
             return None
         if id(host) in self.done:
             return self.done[id(host)][1]
-        original, host = host, np.ascontiguousarray(host)
+        if host.dtype == q8_blocks.BLOCK:  # Q8_0 blocks [N, K / 32]: quants and scales apart
+            dev = Q8Matrix(*(self._upload(part) for part in q8_blocks.split(host)))
+        else:
+            dev = self._upload(np.ascontiguousarray(host))
+        self.done[id(host)] = (host, dev)
+        return dev
+
+    def _upload(self, host: np.ndarray):
         dev = self.rt.empty(host.shape, host.dtype, "weights")
         raw = host.reshape(-1).view(np.uint8)
         for off in range(0, raw.size, UPLOAD_CHUNK):
@@ -85,7 +111,6 @@ class _Uploader:
             self.staging[:n] = raw[off : off + n]
             cuda.memcpy_htod_async(int(dev.gpudata) + off, self.staging[:n], self.rt.stream)
             self.rt.stream.synchronize()  # the staging buffer is reused by the next chunk
-        self.done[id(original)] = (original, dev)
         return dev
 
 
@@ -112,14 +137,19 @@ def _neox_to_adjacent(wqkv: np.ndarray | None, config) -> np.ndarray | None:
 
 
 def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWeights:
-    """Dequantise every tensor of `gguf` and upload it; matrices in `rt.dtype`, vectors in f32."""
+    """Upload every tensor of `gguf`: Q8_0 matrices as Q8Matrix (`q8_groups`), other matrices dequantised
+    to `rt.dtype`, vectors in f32."""
     from gguf_loader.arch import load_weights
 
-    def convert(name: str, array: np.ndarray) -> np.ndarray:
-        array = np.asarray(array, dtype=np.float32)
+    q8 = {name for group in q8_groups(gguf, config) for name in group}
+
+    def convert(name: str, raw: np.ndarray) -> np.ndarray:
+        if name in q8:
+            return q8_blocks.as_blocks(raw, gguf.tensors[name].shape)  # [N, K / 32] blocks
+        array = np.asarray(gguf.dequantize(name), dtype=np.float32)
         return to_operand(array, rt.dtype) if array.ndim == 2 else np.ascontiguousarray(array)
 
-    host = load_weights(gguf, config, convert=convert, fuse=True)
+    host = load_weights(gguf, config, convert=convert, raw=True, fuse=True)
     up = _Uploader(rt)
     swiglu = config.activation == "swiglu"
     neox = config.rope == "neox"
@@ -135,6 +165,10 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
         )
         for lw in host.layers
     )
+    q8_layer = [w.q.size for layer in layers for w in (layer.wqkv, layer.wo, layer.w_up, layer.w_down)
+                if isinstance(w, Q8Matrix)]
+    if q8_layer:
+        reserve(rt, max(q8_layer))  # gemm's expansion of a Q8_0 layer matrix (prompts over 64 rows)
     scaling = config.rope_scaling
     factors = None
     if scaling is not None and config.rope != "none":

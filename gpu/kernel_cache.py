@@ -22,7 +22,10 @@ ENV_DIR = "ORCD_CUBIN_DIR"
 # the -D variants the launchers in gpu/ops ask for (head dims of the supported models)
 VARIANTS: dict[str, list[dict[str, int]]] = {
     "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p,
-              "LOAD": 2} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)],
+              "LOAD": 2} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)]
+    + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
+        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")],  # Q8_0 weights
+    "embedding": [{}, {"TABLE_Q8": 1}],
     # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
     "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))
              for c in ((128, 256, 2, 4, 64, 3), (128, 128, 2, 4, 64, 3), (128, 64, 2, 2, 64, 4),

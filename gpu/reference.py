@@ -22,6 +22,14 @@ def embedding(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return table[np.asarray(ids, dtype=np.int64)]  # [T, dim]
 
 
+def dequant_q8(quants: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Q8_0 quants int8 [N, K] with scales f16 [N, K / 32] -> float32 [N, K] = d * q per 32-wide block: the
+    loader's arithmetic (gguf_loader.quants), exact in float32, so one rounding to the operand type gives
+    what dequant_q8.cu, gemv.cu (WQ8) and embedding.cu (TABLE_Q8) use."""
+    d = np.repeat(scales.astype(np.float32), 32, axis=1)  # [N, K]
+    return quants.astype(np.float32) * d
+
+
 def feed_ids(ids: np.ndarray, fed: np.ndarray) -> np.ndarray:
     """The ids embedding.cu looks up: ids [T], where -(j + 1) stands for fed[j] (a token picked on the
     device by an earlier step; a negative one, a failed pick, reads row 0)."""

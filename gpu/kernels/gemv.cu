@@ -14,6 +14,10 @@
 // -D EPI_ROPE=1: w is the fused q|k|v projection of a model whose rotated pairs are adjacent columns (the
 // engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
 // (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
+// -D WQ8=1: w is Q8_0 (q8.cuh): quants int8 [N, K] and w_scales f16 [N, K / 32] (K % 32 == 0). A lane reads
+// its 8 quants of a k block (8 bytes) and the block's scale, and dequantises them into the same fragment
+// the f16 weights would give: the same bits as the dequantised matrix, for about half the bytes.
+#include "q8.cuh"
 #include "tensor_core.cuh"
 
 #ifndef MAX_M
@@ -40,18 +44,51 @@
 #ifndef LOAD
 #define LOAD 2
 #endif
+#ifndef WQ8
+#define WQ8 0
+#endif
 #if LOAD != 0 && LOAD != 2
 #error "LOAD is 0 or 2"
 #endif
 
-__device__ __forceinline__ uint4 load_w(const dtype *p) {
+#if WQ8
+typedef int8_t wtype;
+struct wraw {  // one lane's part of a k block as stored: 8 quants and the block's scale
+    uint2 q;
+    __half d;
+};
+#else
+typedef dtype wtype;
+typedef uint4 wraw;
+#endif
+
+// This lane's stored weights of row `row` (quants or operands; scales [K / 32] for Q8) at column k.
+__device__ __forceinline__ wraw load_w(const wtype *row, const __half *row_scales, int k) {
+#if WQ8
+    wraw v;
 #if LOAD == 2
+    asm volatile("ld.global.cs.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.q.x), "=r"(v.q.y) : "l"(row + k));
+#else
+    v.q = __ldcs(reinterpret_cast<const uint2 *>(row + k));
+#endif
+    v.d = __ldg(row_scales + k / 32);
+    return v;
+#elif LOAD == 2
     uint4 v;
     asm volatile("ld.global.cs.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(row + k));
     return v;
 #else
-    return __ldcs(reinterpret_cast<const uint4 *>(p));
+    return __ldcs(reinterpret_cast<const uint4 *>(row + k));
+#endif
+}
+
+// The B fragment (8 operands at k..k+7) of stored weights.
+__device__ __forceinline__ uint4 fragment(const wraw &v) {
+#if WQ8
+    return dequant8(v.q, v.d);
+#else
+    return v;
 #endif
 }
 
@@ -63,7 +100,8 @@ __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, in
 extern "C" __global__ void __launch_bounds__(512) gemv(
     void *__restrict__ y,                  // [M, N] f32 (see EPI_SWIGLU; unused with EPI_ROPE)
     const dtype *__restrict__ x,           // [M, K]
-    const dtype *__restrict__ w,           // [N, K]
+    const void *__restrict__ w,            // [N, K] operands, or int8 quants with WQ8
+    const __half *__restrict__ w_scales,   // [N, K / 32] with WQ8, else null
     const float *__restrict__ bias,        // [N] or null
     int M, int N, int K, int ksplit, int accumulate,
     // EPI_ROPE only (null / 0 otherwise):
@@ -90,26 +128,30 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
     if (n0 < N) {
-        const dtype *wr = w + (size_t)min(n, N - 1) * K;  // rows past N repeat the last; never written
+        const int row = min(n, N - 1);  // rows past N repeat the last; never written
+        const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
+        const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
         const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
         const int k_end = min(K, (part + 1) * per_part * 32);
         const uint4 zero = make_uint4(0, 0, 0, 0);
+        const wraw none = {};
         const int k_begin = part * per_part * 32;
         // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
         // UNROLL k blocks are also in flight while these are used
-        uint4 wv[UNROLL];
+        wraw wv[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int k = k_begin + u * 32 + 8 * t;
-            if (PIPE) wv[u] = k < k_end ? load_w(wr + k) : zero;
+            if (PIPE) wv[u] = k < k_end ? load_w(wr, wd, k) : none;
         }
         for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
-            uint4 wn[UNROLL], xa[UNROLL][MT], xb[UNROLL][MT];
+            wraw wn[UNROLL];
+            uint4 xa[UNROLL][MT], xb[UNROLL][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const int k = kb + u * 32 + 8 * t;
                 const int kn = PIPE ? k + UNROLL * 32 : k;
-                wn[u] = kn < k_end ? load_w(wr + kn) : zero;
+                wn[u] = kn < k_end ? load_w(wr, wd, kn) : none;
                 if (!PIPE) wv[u] = wn[u];
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
@@ -121,12 +163,13 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 if (kb + u * 32 >= k_end) break;  // warp-uniform
+                const uint4 b = fragment(wv[u]);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const unsigned lo[4] = {xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y};
                     const unsigned hi[4] = {xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w};
-                    mma16816(acc[mt], lo, wv[u].x, wv[u].y);
-                    mma16816(acc[mt], hi, wv[u].z, wv[u].w);
+                    mma16816(acc[mt], lo, b.x, b.y);
+                    mma16816(acc[mt], hi, b.z, b.w);
                 }
             }
             if (PIPE) {

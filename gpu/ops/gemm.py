@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
+from .dequant_q8 import Q8Matrix, expanded
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,13 @@ def launch(rt: Runtime, y, a, w, bias, accumulate: bool, cfg: Config, splits: in
 
 
 def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
-    """y [M, N] f32 (+)= a [M, K] operand @ w [N, K].T + bias [N] f32; K % 8 == 0."""
+    """y [M, N] f32 (+)= a [M, K] operand @ w [N, K].T + bias [N] f32; K % 8 == 0. A Q8Matrix w is
+    expanded to the operand type first (dequant_q8.cu)."""
     m, k = a.shape
     n = w.shape[0]
+    if isinstance(w, Q8Matrix) and m > 0:
+        check(a, "a", rt.operand, (m, w.shape[1]))
+        w = expanded(rt, w)
     if k % 8:
         raise InvalidInput(f"a: K = {k} is not a multiple of 8")
     check(a, "a", rt.operand, (m, k))

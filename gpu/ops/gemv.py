@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
+from .dequant_q8 import Q8Matrix, check_q8
 
 MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
@@ -56,7 +57,8 @@ def ksplit_for(rt: Runtime, n: int, k: int) -> int:
 
 def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False,
          rope: RopeKV | None = None) -> None:
-    """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0.
+    """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0. w is an operand
+    array or a Q8Matrix (read as Q8_0 blocks: the same bits as its dequantised copy).
 
     swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up.
     rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets."""
@@ -69,7 +71,11 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     if swiglu and (n % 2 or accumulate):
         raise InvalidInput(f"swiglu output: N = {n} must be even and y cannot accumulate")
     check(x, "x", rt.operand, (m, k))
-    check(w, "w", rt.operand, (n, k))
+    q8 = isinstance(w, Q8Matrix)
+    if q8:
+        check_q8(w, "w", (n, k))
+    else:
+        check(w, "w", rt.operand, (n, k))
     if rope is None:
         check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
         rope_args = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
@@ -80,10 +86,11 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
-    fn = rt.kernel("gemv", "PPPPiiiiiPPPPPPiiiiffi", MAX_M=max_m, EPI_SWIGLU=int(swiglu),
-                   EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
+    defines = dict(MAX_M=max_m, EPI_SWIGLU=int(swiglu), EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
+    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}))
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
-    rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), ptr(w), ptr(bias), m, n, k,
+    weights = (ptr(w.q), ptr(w.d)) if q8 else (ptr(w), 0)
+    rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), *weights, ptr(bias), m, n, k,
               ksplit, int(accumulate), *rope_args, shared=shared)
 
 

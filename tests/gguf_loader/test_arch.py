@@ -195,9 +195,21 @@ def test_qwen2_requires_biases_and_ties_output(tmp_path):
         load_weights(f, ModelConfig.from_gguf(f))
 
 
-def test_fuse_and_raw_are_exclusive(llama_file):
+def test_fuse_of_raw_bytes_needs_a_convert(llama_file):
     with open_gguf(llama_file) as f, pytest.raises(ValueError, match="fuse=True"):
         load_weights(f, ModelConfig.from_gguf(f), raw=True, fuse=True)
+
+
+def test_fuse_of_raw_bytes_concatenates_what_convert_returns(llama_file):
+    with open_gguf(llama_file) as f:
+        def convert(name, raw):
+            info = f.tensors[name]
+            return np.frombuffer(raw, np.uint8).copy() if len(info.shape) < 2 else f.dequantize(name) + 1
+
+        c = ModelConfig.from_gguf(f)
+        fused = load_weights(f, c, convert=convert, raw=True, fuse=True).layers[0]
+        wq, wk, wv = (f.dequantize(f"blk.0.attn_{p}.weight") + 1 for p in "qkv")
+    np.testing.assert_array_equal(fused.wqkv, np.concatenate([wq, wk, wv]))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

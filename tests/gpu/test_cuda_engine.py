@@ -22,6 +22,9 @@ MODELS = {  # name -> write_synthetic_model arguments (byte vocab: no vocab file
     "qwen2-q8_0-tied": dict(arch="qwen2", dim=256, n_heads=4, n_kv_heads=2, dtype="q8_0", tied=True),
     "phi3-f16-hd96": dict(arch="phi3", dim=288, n_heads=3, n_kv_heads=3, dtype="f16"),
     "gpt2-f16": dict(arch="gpt2", dim=256, n_heads=4, dtype="f16"),
+    "llama-q8_0": dict(arch="llama", dim=256, n_heads=4, n_kv_heads=2, dtype="q8_0"),
+    "phi3-q8_0-hd96": dict(arch="phi3", dim=288, n_heads=3, n_kv_heads=3, dtype="q8_0"),
+    "gpt2-q8_0": dict(arch="gpt2", dim=256, n_heads=4, dtype="q8_0"),
 }
 
 
@@ -55,7 +58,7 @@ def test_forward_matches_reference(model_paths, name, dtype):
     ref, gpu = _engines(model_paths[name], max_batch=4, max_context=1024, dtype=dtype)
     try:
         rng = np.random.default_rng()
-        lengths = [37, 90, 600] if name == "llama-f16" else [37, 90]  # 600 > one 512-token prefill chunk
+        lengths = [37, 90, 600] if name.startswith("llama") else [37, 90]  # 600 > one 512-token chunk
         prompts = [rng.integers(0, 512, n).tolist() for n in lengths]
         slots = [(ref.alloc(), gpu.alloc())[1] for _ in prompts]
         want, got = ref.prefill(slots, prompts), gpu.prefill(slots, prompts)
@@ -70,6 +73,39 @@ def test_forward_matches_reference(model_paths, name, dtype):
         assert [gpu.seq_len(s) for s in slots] == [n + 16 for n in lengths]
     finally:
         gpu.close()
+
+
+@pytest.mark.parametrize("name", ["qwen2-q8_0-tied", "llama-q8_0", "phi3-q8_0-hd96", "gpt2-q8_0"])
+def test_q8_0_weights_give_the_bits_of_their_dequantised_copy(model_paths, monkeypatch, name):
+    """Q8_0 matrices kept as Q8Matrix (gemv and the gather read them, gemm expands them) compute exactly
+    what the engine computes from the same file dequantised at load ($ORCD_Q8_WEIGHTS=0), in ~half the
+    bytes: packed and chunked prefill, all-row logits (the head over 64 rows) and graph-replayed decode."""
+    from gpu import cuda_weights
+    from gpu.cuda_engine import CudaEngine
+    from gpu.ops.dequant_q8 import Q8Matrix
+
+    rng = np.random.default_rng()
+    prompts = [rng.integers(0, 512, n).tolist() for n in (5, 70, 600)]
+    results, weight_bytes = [], []
+    for q8 in (True, False):
+        monkeypatch.setattr(cuda_weights, "Q8_WEIGHTS", q8)
+        eng = CudaEngine.load(model_paths[name], max_batch=4, max_context=1024)
+        try:
+            assert isinstance(eng.weights.layers[0].w_down, Q8Matrix) == q8
+            assert isinstance(eng.weights.output, Q8Matrix) == q8
+            slots = [eng.alloc() for _ in prompts]
+            out = [eng.prefill(slots, prompts)]
+            for _ in range(6):
+                out.append(eng.decode(slots, [int(t) for t in out[-1].argmax(axis=1)]))
+            eng.free(slots[0])
+            out.append(eng.prefill_all_logits(slots[0], prompts[1] + prompts[0]))
+            results.append(out)
+            weight_bytes.append(eng.rt.allocated["weights"])
+        finally:
+            eng.close()
+    for step, (got, want) in enumerate(zip(*results, strict=True)):
+        assert np.array_equal(got, want), f"result {step} differs"
+    assert weight_bytes[0] < 0.65 * weight_bytes[1]
 
 
 def test_prefill_all_logits_matches_reference(model_paths):
