@@ -5,9 +5,8 @@ programmatic launch (as in the decode graphs) and replayed; µs per launch and G
 of the kernel's -D LOAD (weight load instruction), UNROLL (k blocks in flight per warp) and WQ8 (Q8_0
 weights: 1.0625 bytes a weight) and of the launch's K split (warps per group of 8 weight rows) side by side.
 
-    python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 2:0,0:0,2:16,2:0:q8,2:16:q8:xs]
-        [--ksplits 0,2,8] [--rows 1,8]   # UNROLL 0: the kernel's default; K split 0: the launcher's;
-                                         # flags q8 (Q8_0 weights), xs (x staged in shared memory: XSMEM)
+    python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 2:0,0:0,2:16,2:0:q8]
+        [--ksplits 0,2,8] [--rows 1,8]   # UNROLL 0: the kernel's default; K split 0: the launcher's
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ def copy_gbps(rt, nbytes: int = 1 << 30) -> float:
     return 2 * nbytes / (min(times[1:]) * 1e-3) / 1e9
 
 
-def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, flags: tuple[str, ...],
-               ksplit: int) -> dict:
+def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, q8: bool, ksplit: int) -> dict:
     import pycuda.driver as cuda
     from gpu_timing import graph_ms
 
@@ -57,7 +55,6 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, flags: 
     from gpu.ops.gemv import ROW_BUCKETS, ksplit_for
 
     n, k, swiglu = SHAPES[name]
-    q8, xs = "q8" in flags, "xs" in flags
     nbytes = n * k * 34 // 32 if q8 else n * k * 2
     copies = max(2, -(-MIN_BYTES // nbytes))
     weights = [rt.empty((nbytes,), np.uint8, "bench") for _ in range(copies)]
@@ -72,12 +69,9 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, flags: 
         defines["UNROLL"] = unroll
     if q8:
         defines["WQ8"] = 1
-    if xs:
-        defines["XSMEM"] = 1
     fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines)
     ksplit = ksplit or ksplit_for(rt, n, k)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0
-    shared += rows * (k + 32) * 2 if xs else 0
     zeros = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
 
     def enqueue():
@@ -86,10 +80,10 @@ def time_shape(rt, graphs, name: str, rows: int, load: int, unroll: int, flags: 
             rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), int(y.gpudata), int(x.gpudata),
                       int(w.gpudata), scales, 0, rows, n, k, ksplit, 0, *zeros, shared=shared)
 
-    ms = graph_ms(rt, graphs, (name, rows, load, unroll, flags, ksplit), enqueue, replays=6, skip=1)
+    ms = graph_ms(rt, graphs, (name, rows, load, unroll, q8, ksplit), enqueue, replays=6, skip=1)
     weights.clear()  # freed: the graph is not launched again
     us = ms / copies * 1e3
-    return {"shape": name, "rows": rows, "load": load, "unroll": unroll or "default", "q8": q8, "xs": xs,
+    return {"shape": name, "rows": rows, "load": load, "unroll": unroll or "default", "q8": q8,
             "ksplit": ksplit, "mb": round(nbytes / 1e6, 2), "us": round(us, 2),
             "gbps": round(nbytes / us / 1e3, 1)}
 
@@ -98,8 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--variants", default="2:0,0:0",
-                        help="LOAD:UNROLL[:q8][:xs] (UNROLL 0: the kernel's default; q8: Q8_0 weights; "
-                        "xs: x staged in shared memory)")
+                        help="LOAD:UNROLL[:q8] (UNROLL 0: the kernel's default; q8: Q8_0 weights)")
     parser.add_argument("--ksplits", default="0", help="K splits to try (0: the launcher's)")
     parser.add_argument("--rows", default="1,8")
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -116,12 +109,11 @@ def main() -> None:
     head = {"device": rt.name, "copy_gbps": round(copy, 1)}
     emit(args.out, head)
     parts = [p.split(":") for p in args.variants.split(",")]
-    variants = [(int(v[0]), int(v[1]), tuple(v[2:])) for v in parts]
+    variants = [(int(v[0]), int(v[1]), v[2:] == ["q8"]) for v in parts]
     for name in args.shapes.split(","):
         for rows in (int(r) for r in args.rows.split(",")):
-            ksplits = map(int, args.ksplits.split(","))
-            for (load, unroll, flags), ksplit in itertools.product(variants, ksplits):
-                row = time_shape(rt, graphs, name, rows, load, unroll, flags, ksplit)
+            for (load, unroll, q8), ksplit in itertools.product(variants, map(int, args.ksplits.split(","))):
+                row = time_shape(rt, graphs, name, rows, load, unroll, q8, ksplit)
                 row["of_copy"] = round(row["gbps"] / copy, 3)
                 emit(args.out, row)
     graphs.close()

@@ -24,9 +24,7 @@ VARIANTS: dict[str, list[dict[str, int]]] = {
     "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p,
               "LOAD": 2} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)]
     + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
-        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")]  # Q8_0 weights
-    + [{"MAX_M": 8, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
-        "XSMEM": 1, **q8} for e in ("none", "swiglu", "rope") for q8 in ({}, {"WQ8": 1})],  # x staged
+        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")],  # Q8_0 weights
     "embedding": [{}, {"TABLE_Q8": 1}],
     # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
     "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))

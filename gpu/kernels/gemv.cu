@@ -17,10 +17,6 @@
 // -D WQ8=1: w is Q8_0 (q8.cuh): quants int8 [N, K] and w_scales f16 [N, K / 32] (K % 32 == 0). A lane reads
 // its 8 quants of a k block (8 bytes) and the block's scale, and dequantises them into the same fragment
 // the f16 weights would give: the same bits as the dequantised matrix, for about half the bytes.
-// -D XSMEM=1 (MAX_M 8 without PIPE): each warp first copies the rows of x over its own k range into
-// shared memory (cp.async, overlapping its first weight loads) and reads the x fragments from there at
-// mma time, so x takes no registers while the weights are in flight and more k blocks fit in one trip
-// (UNROLL). The same operands in the same order: the bits do not change.
 #include "q8.cuh"
 #include "tensor_core.cuh"
 
@@ -37,16 +33,6 @@
 // k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
 #ifndef PIPE
 #define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
-#endif
-#ifndef XSMEM
-#define XSMEM 0
-#endif
-#if XSMEM && (MAX_M != 8 || PIPE)
-#error "XSMEM is for MAX_M 8 without PIPE"
-#endif
-#define XS_PAD 32  // operands after each staged row of x: rows 0 and 1 fall on different banks
-#if XSMEM && !defined(UNROLL)
-#define UNROLL 16
 #endif
 #ifndef UNROLL
 #define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
@@ -106,19 +92,6 @@ __device__ __forceinline__ uint4 fragment(const wraw &v) {
 #endif
 }
 
-// Copy rows [0, min(M, 8)) of x over columns [k_begin, k_end) to xs [rows][K + XS_PAD]; one warp's own
-// range, so one __syncwarp() orders it.
-__device__ __forceinline__ void stage_x(dtype *xs, const dtype *__restrict__ x, int M, int K, int k_begin,
-                                        int k_end, int lane) {
-    const int chunks = (k_end - k_begin) / 8, total = min(M, 8) * chunks;
-    for (int i = lane; i < total; i += 32) {
-        const int r = i / chunks, k = k_begin + 8 * (i % chunks);
-        cp_async16(xs + (size_t)r * (K + XS_PAD) + k, x + (size_t)r * K + k, true);
-    }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    __syncwarp();
-}
-
 // Eight operands of row `row` of x from column k.
 __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
     return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
@@ -139,10 +112,7 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     const int *__restrict__ pos,           // [M]
     const float *__restrict__ freq_factors,  // [rope_dim / 2] or null
     int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
-    extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1, then (XSMEM) x's rows
-#if XSMEM
-    dtype *xs = reinterpret_cast<dtype *>(partial + (ksplit > 1 ? ksplit * MT * 4 * 32 : 0));
-#endif
+    extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
     // Programmatic launch (common.cuh): wait for the kernel that writes x (and reads y) first; let the next
     // kernel start only once the weights are streamed (below). Loading weights before the wait, or letting
     // the next kernel in at the start, measured slower: its waiting blocks slowed this one's main loop.
@@ -186,22 +156,14 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const int r0 = mt * 16 + g, r1 = r0 + 8;
-                    xa[u][mt] = (!XSMEM && k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
+                    xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
                     xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
                 }
             }
-#if XSMEM
-            if (kb == k_begin) stage_x(xs, x, M, K, k_begin, k_end, lane);  // while the weights are in flight
-#endif
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 if (kb + u * 32 >= k_end) break;  // warp-uniform
                 const uint4 b = fragment(wv[u]);
-#if XSMEM
-                const int k = kb + u * 32 + 8 * t;
-                const uint4 *staged = reinterpret_cast<const uint4 *>(xs + g * (K + XS_PAD) + k);
-                xa[u][0] = (k < k_end && g < M) ? *staged : zero;
-#endif
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     const unsigned lo[4] = {xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y};

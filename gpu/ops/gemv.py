@@ -25,9 +25,6 @@ _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 PIPELINE_MAX_M = int(os.environ.get("ORCD_GEMV_PIPELINE_MAX_M", "0"))
 # how gemv.cu reads weights (its -D LOAD): 2 with a 256-byte L2 prefetch, 0 without (an A/B switch)
 LOAD = int(os.environ.get("ORCD_GEMV_LOAD", "2"))
-# launches of the 8-row bucket whose rows of x take at most this many bytes of shared memory stage x there
-# (gemv.cu XSMEM: more k blocks in flight per warp, the same bits); 0 turns it off (an A/B switch)
-XSMEM_BYTES = int(os.environ.get("ORCD_GEMV_XSMEM_BYTES", str(24 << 10)))
 
 
 @dataclass(frozen=True)
@@ -89,13 +86,9 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     max_m = next(b for b in ROW_BUCKETS if b >= m)
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
-    staged = m * (k + 32) * 2 if max_m == 8 and not pipe else 0  # x rows in shared memory (XSMEM)
-    xsmem = 0 < staged <= min(XSMEM_BYTES, 40 << 10)  # with the partial sums, within the default 48 KB
     defines = dict(MAX_M=max_m, EPI_SWIGLU=int(swiglu), EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
-    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}),
-                   **({"XSMEM": 1} if xsmem else {}))
+    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}))
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
-    shared += staged if xsmem else 0
     weights = (ptr(w.q), ptr(w.d)) if q8 else (ptr(w), 0)
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), *weights, ptr(bias), m, n, k,
               ksplit, int(accumulate), *rope_args, shared=shared)
