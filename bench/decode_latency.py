@@ -1,5 +1,5 @@
 """Decode-step latency on the device: random-weight Qwen2.5-0.5B-shape and Phi-3-mini-shape F16 models
-(gguf_loader.synthetic, byte vocab of the real size), the GPU time of one replayed CUDA-graph step and
+(and qwen-q8: the Qwen shape in Q8_0) (gguf_loader.synthetic, byte vocab of the real size), the GPU time of one replayed CUDA-graph step and
 greedy tok/s (argmax on the GPU) at batch 1/8/32/64 after 32-token prompts, and the kernels of one eager
 step at batch 1 and 64 (the runtime's per-launch event profile: each time includes several µs of launch
 and event overhead, so compare them only with each other). JSON lines to --out, a table last.
@@ -27,10 +27,11 @@ def write_model(workdir: Path, name: str) -> Path:
 
     from gguf_loader.synthetic import BYTE_VOCAB, write_synthetic_model
 
-    spec = {"qwen": QWEN, "phi3": PHI3}[name]
-    path = workdir / f"{name}-f16.gguf"
+    spec = {"qwen": QWEN, "phi3": PHI3, "qwen-q8": QWEN}[name]
+    dtype = "q8_0" if name.endswith("-q8") else "f16"
+    path = workdir / f"{name}-{dtype}.gguf"
     if not path.exists():
-        write_synthetic_model(path, spec["arch"], vocab=BYTE_VOCAB, dtype="f16",
+        write_synthetic_model(path, spec["arch"], vocab=BYTE_VOCAB, dtype=dtype,
                               **{k: v for k, v in spec.items() if k != "arch"})
     return path
 
