@@ -1,10 +1,11 @@
 """Decode-step latency on the device: random-weight Qwen2.5-0.5B-shape and Phi-3-mini-shape F16 models
-(and qwen-q8: the Qwen shape in Q8_0) (gguf_loader.synthetic, byte vocab of the real size), the GPU time of one replayed CUDA-graph step and
-greedy tok/s (argmax on the GPU) at batch 1/8/32/64 after 32-token prompts, and the kernels of one eager
-step at batch 1 and 64 (the runtime's per-launch event profile: each time includes several µs of launch
-and event overhead, so compare them only with each other). JSON lines to --out, a table last.
+(qwen-q8: the Qwen shape in Q8_0; gguf_loader.synthetic, byte vocab of the real size), the GPU time of one
+replayed CUDA-graph step and greedy tok/s (argmax on the GPU) at batch 1/8/32/64 after 32-token prompts,
+and the kernels of one eager step at batch 1 and 64 (the runtime's per-launch event profile: each time
+includes several µs of launch and event overhead, so compare them only with each other). JSON lines to
+--out, a table last.
 
-    python3 bench/decode_latency.py --out $OUT/latency.jsonl [--models qwen,phi3] [--batches 1,8,32,64]
+    python3 bench/decode_latency.py --out $OUT/latency.jsonl [--models qwen,phi3,qwen-q8] [--batches 1,8]
         [--label new] [--src DIR]   # gpu/ from another checkout first: an A/B on the same card and files
 """
 

@@ -47,12 +47,6 @@
 #ifndef WQ8
 #define WQ8 0
 #endif
-// -D PREFETCH=1 (default): before waiting for the kernel before it (programmatic launch), each block asks L2
-// for its weights (prefetch.global.L2, 128-byte lines; no registers held), so a gemv launched early behind a
-// norm or the attention finds them in L2 once x is ready. 0: off (an A/B switch).
-#ifndef PREFETCH
-#define PREFETCH 1
-#endif
 #if LOAD != 0 && LOAD != 2
 #error "LOAD is 0 or 2"
 #endif
@@ -98,13 +92,6 @@ __device__ __forceinline__ uint4 fragment(const wraw &v) {
 #endif
 }
 
-// Ask L2 for bytes [begin, end) (the 128-byte lines holding them), the lanes of a quad taking every 4th.
-__device__ __forceinline__ void prefetch_l2(const void *begin, const void *end, int t) {
-    const uintptr_t first = reinterpret_cast<uintptr_t>(begin) & ~uintptr_t(127);
-    for (uintptr_t a = first + 128 * t; a < reinterpret_cast<uintptr_t>(end); a += 4 * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
-}
-
 // Eight operands of row `row` of x from column k.
 __device__ __forceinline__ uint4 load_x(const dtype *__restrict__ x, int row, int K, int k) {
     return __ldg(reinterpret_cast<const uint4 *>(x + (size_t)row * K + k));
@@ -127,23 +114,13 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
     extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
     // Programmatic launch (common.cuh): wait for the kernel that writes x (and reads y) first; let the next
-    // kernel start only once the weights are streamed (below). Loading weights into registers before the
-    // wait, or letting the next kernel in at the start, measured slower: its waiting blocks slowed this
-    // one's main loop. The L2 prefetch (PREFETCH) holds nothing while it waits.
+    // kernel start only once the weights are streamed (below). Loading weights before the wait, or letting
+    // the next kernel in at the start, measured slower: its waiting blocks slowed this one's main loop.
+    pdl_wait();
     const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
     const int n0 = blockIdx.x * 8;  // this block's 8 weight rows
     const int n = n0 + g;  // the weight row this lane loads
-    const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
-    const int k_begin = part * per_part * 32, k_end = min(K, (part + 1) * per_part * 32);
-    const int row = min(n, N - 1);  // rows past N repeat the last; never written
-    const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
-    const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
-    if (PREFETCH && k_begin < k_end) {  // weights only: no kernel writes them
-        prefetch_l2(wr + k_begin, wr + k_end, t);
-        if (WQ8 && t == 0) prefetch_l2(wd + k_begin / 32, wd + k_end / 32, 0);
-    }
-    pdl_wait();
     float acc[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -151,8 +128,14 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
     if (n0 < N) {
+        const int row = min(n, N - 1);  // rows past N repeat the last; never written
+        const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
+        const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
+        const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
+        const int k_end = min(K, (part + 1) * per_part * 32);
         const uint4 zero = make_uint4(0, 0, 0, 0);
         const wraw none = {};
+        const int k_begin = part * per_part * 32;
         // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
         // UNROLL k blocks are also in flight while these are used
         wraw wv[UNROLL];

@@ -25,8 +25,6 @@ _RESIDENT_WARPS = 20  # per SM, about what this kernel's registers allow
 PIPELINE_MAX_M = int(os.environ.get("ORCD_GEMV_PIPELINE_MAX_M", "0"))
 # how gemv.cu reads weights (its -D LOAD): 2 with a 256-byte L2 prefetch, 0 without (an A/B switch)
 LOAD = int(os.environ.get("ORCD_GEMV_LOAD", "2"))
-# gemv.cu's L2 prefetch of its weights before the programmatic wait; "0" turns it off (an A/B switch)
-PREFETCH = os.environ.get("ORCD_GEMV_PREFETCH", "1") != "0"
 
 
 @dataclass(frozen=True)
@@ -89,8 +87,7 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
     defines = dict(MAX_M=max_m, EPI_SWIGLU=int(swiglu), EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
-    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}),
-                   **({} if PREFETCH else {"PREFETCH": 0}))
+    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}))
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
     weights = (ptr(w.q), ptr(w.d)) if q8 else (ptr(w), 0)
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), *weights, ptr(bias), m, n, k,
