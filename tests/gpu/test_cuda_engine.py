@@ -98,7 +98,7 @@ def test_q8_0_weights_give_the_bits_of_their_dequantised_copy(model_paths, monke
             for _ in range(6):
                 out.append(eng.decode(slots, [int(t) for t in out[-1].argmax(axis=1)]))
             eng.free(slots[0])
-            out.append(eng.prefill_all_logits(slots[0], prompts[1] + prompts[0]))
+            out.append(eng.prefill_all_logits(eng.alloc(), prompts[1] + prompts[0]))
             results.append(out)
             weight_bytes.append(eng.rt.allocated["weights"])
         finally:
