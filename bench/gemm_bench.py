@@ -175,7 +175,7 @@ def one_shape(rt, args, old, spec, rng, tuned: dict) -> dict:
 
     key = f"{model}/{proj}"
     row = {"shape": key, "N": n, "K": k, "splits": G.splits_for(rt, n, k),
-           "config": G.config_for(rt, M, n, G.splits_for(rt, n, k)).name}
+           "config": G.config_for(rt, M, n, k, G.splits_for(rt, n, k)).name}
     new_out = check(G.gemm, "new")
     row["new_ms"] = queued_ms(rt, lambda r: G.gemm(rt, y, a, ws[r % len(ws)], bias, acc))
     if old is not None:

@@ -465,6 +465,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/orcd-bench"))
     parser.add_argument("--vocab-dir", type=Path, help="llama.cpp vocab test files (real tokenizers)")
     parser.add_argument("--no-peers", action="store_true", help="the CUDA engine only")
+    parser.add_argument("--no-hf", action="store_true", help="llama.cpp as the only peer")
     parser.add_argument("--section", choices=("orcd", "llama.cpp", "hf"), help=argparse.SUPPRESS)
     parser.add_argument("--bandwidth", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--llama-variant", type=int, default=0, help=argparse.SUPPRESS)
@@ -507,7 +508,7 @@ def main() -> None:
                     == 0
                 ):
                     break
-            if MODELS[name][1] == "f16":
+            if MODELS[name][1] == "f16" and not args.no_hf:
                 run_section(args, "hf", name, [])
     results[:] = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     print(table())

@@ -29,7 +29,7 @@ VARIANTS: dict[str, list[dict[str, int]]] = {
     # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
     "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))
              for c in ((128, 256, 2, 4, 64, 3), (128, 128, 2, 4, 64, 3), (128, 64, 2, 2, 64, 4),
-                       (64, 64, 2, 2, 64, 4), (32, 64, 2, 2, 32, 4))],
+                       (64, 64, 2, 2, 64, 4), (32, 64, 2, 2, 32, 4), (128, 128, 2, 2, 64, 3))],
     "attention_decode": [{"HEAD_DIM": d} for d in (64, 96, 128)]
     + [{"HEAD_DIM": d, "DIRECT": 1, "WARPS": 16} for d in (64, 96, 128)],
     "attention_prefill": [{"HEAD_DIM": d} for d in (64, 96, 128)],

@@ -54,19 +54,25 @@ class Config:
 # every config the selection (or the benchmark) may launch; kernel_cache.VARIANTS lists their defines.
 # Measured (bench/gemm_bench.py --sweep, H100 and H200, M = 512): BK 64 beats BK 32 everywhere; 128 x 128
 # tiles of 8 warps win once there are about as many tiles as SMs, 64 x 64 below that; 128 x 64 and 128 x 256
-# are runners-up kept for the sweep (each best on one Phi-3 shape, by under 6%).
+# are runners-up kept for the sweep. Session 8 (H100, bench/results/gemm_sweep_h100_s8.log): for K >= 2048
+# four warps of 64 x 64 pieces (128 x 128, 242 registers) beat eight of 64 x 32 by 2-14% (Phi-3 o 57.1 ->
+# 50.9 µs, down 128.0 -> 109.7, Qwen down 29.7 -> 27.7), and 128 x 256 tiles take Phi-3 gate/up (about four
+# waves of 128 x 128 tiles) 192.3 -> 168.3 µs; at K = 896 eight warps stay best (Qwen gate/up 48.8 vs 52.6).
 CONFIGS: dict[str, Config] = {c.name: c for c in (
     Config(128, 256, 2, 4, 64, 3),
     Config(128, 128, 2, 4, 64, 3),
     Config(128, 64, 2, 2, 64, 4),
     Config(64, 64, 2, 2, 64, 4),
     Config(32, 64, 2, 2, 32, 4),
+    Config(128, 128, 2, 2, 64, 3),
 )}
 SPLIT_ALIGN = 64  # split boundaries fall on multiples of 64 columns of K (every BK divides it)
 MAX_SPLITS = 8
 ROW_CAP = 512  # rows per split-K launch (bounds the scratch: splits x ROW_CAP x N floats)
 M_REF = 512  # the row count the split choice is tuned for (a prefill chunk); the choice never sees M
 SMALL, LARGE, TINY = "64x64x64s4w22", "128x128x64s3w24", "32x64x32s4w22"
+DEEP, WIDE = "128x128x64s3w22", "128x256x64s3w24"  # long K: 64 x 64 warp pieces; and many tiles too
+DEEP_K = 2048  # K from which DEEP / WIDE replace LARGE
 
 _scratch: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> [buffers]; the last is current
 _attr_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # rt -> {config names: smem limit set}
@@ -90,14 +96,18 @@ def splits_for(rt: Runtime, n: int, k: int) -> int:
     return max(1, min(2 * rt.n_sm // tiles, k // 1024, MAX_SPLITS))
 
 
-def config_for(rt: Runtime, m: int, n: int, splits: int) -> Config:
-    """The tile config (free to follow M: every config gives the same bits): 128 x 128 tiles when they
-    (x splits) come near one per SM, else 64 x 64; 32 x 64 for a few rows."""
+def config_for(rt: Runtime, m: int, n: int, k: int, splits: int) -> Config:
+    """The tile config (free to follow M and K: every config gives the same bits): 128 x 128 tiles when they
+    (x splits) come near one per SM, else 64 x 64; 32 x 64 for a few rows. From K = DEEP_K the 128 x 128
+    tiles are four warps of 64 x 64 pieces, or 128 x 256 tiles when there are three waves of 128 x 128."""
     if m <= 32:
         return CONFIGS[TINY]
-    if blocks(m, 128) * blocks(n, 128) * splits * 5 >= rt.n_sm * 4:
+    tiles = blocks(m, 128) * blocks(n, 128) * splits
+    if tiles * 5 < rt.n_sm * 4:
+        return CONFIGS[SMALL]
+    if k < DEEP_K:
         return CONFIGS[LARGE]
-    return CONFIGS[SMALL]
+    return CONFIGS[WIDE] if tiles >= 3 * rt.n_sm else CONFIGS[DEEP]
 
 
 def scratch(rt: Runtime, floats: int):
@@ -163,4 +173,4 @@ def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
     splits = splits_for(rt, n, k)
-    launch(rt, y, a, w, bias, accumulate, config_for(rt, m, n, splits), splits)
+    launch(rt, y, a, w, bias, accumulate, config_for(rt, m, n, k, splits), splits)

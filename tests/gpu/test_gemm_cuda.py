@@ -24,7 +24,8 @@ pytestmark = pytest.mark.cuda
 MODEL_SHAPES = [(1152, 896), (896, 896), (9728, 896), (896, 4864),
                 (9216, 3072), (3072, 3072), (16384, 3072), (3072, 8192)]
 # gpu.ops.gemm.CONFIGS by name (BMxBNxBKsSTAGESwWMWN), spelled out so that collection needs no PyCUDA
-CONFIG_NAMES = ["128x256x64s3w24", "128x128x64s3w24", "128x64x64s4w22", "64x64x64s4w22", "32x64x32s4w22"]
+CONFIG_NAMES = ["128x256x64s3w24", "128x128x64s3w24", "128x64x64s4w22", "64x64x64s4w22", "32x64x32s4w22",
+                "128x128x64s3w22"]
 
 
 def picks(rt) -> set[tuple[str, int]]:
@@ -36,7 +37,7 @@ def picks(rt) -> set[tuple[str, int]]:
     for n, k in [*MODEL_SHAPES, (517, 1000), (77, 64), (130, 4096), (2304, 256), (1001, 9000), (64, 20000)]:
         splits = G.split_k(k, G.splits_for(rt, n, k))[1]
         for m in (1, 5, 32, 33, 65, 100, 128, 256, 300, 512, 700, 1024, 4096):
-            out.add((G.config_for(rt, m, n, splits).name, splits))
+            out.add((G.config_for(rt, m, n, k, splits).name, splits))
     return out
 
 
