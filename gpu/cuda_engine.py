@@ -1,18 +1,17 @@
 """The CUDA backend of the engine API: the forward pass in PyCUDA kernels (`gpu/kernels`).
 
-`CudaEngine.load(path)` refuses before loading when the weights, KV cache and scratch would not fit
-("needs X GiB, Y GiB free"), dequantises the weights to f16 (or bf16) device buffers, and logs the load
-time and bytes per parameter. Prefill packs runs of short prompts into one pass each and runs longer
-ones alone in chunks of `PREFILL_CHUNK` tokens (`gpu.prefill_plan`), both padded to a row bucket whose
-CUDA graph is captured on first use; decode runs the whole batch in one step, padded to a bucket size
-whose CUDA graph is captured on first use. `prefill_mixed` picks each
-prompt's first token on the GPU as `decode_mixed` does for later ones. KV slot `max_batch` is a scratch
-slot that the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens on the
-GPU (only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler). After
-`load` the context is current on no thread: each call pushes it (`rt.activate`), so the thread that
-drives the engine may be another than the loader's, and `close` on that thread destroys it. Only this
-module and what it imports touch PyCUDA.
-"""
+`CudaEngine.load(path)` refuses before loading when the weights, KV cache and scratch would not fit ("needs X
+GiB, Y GiB free"), uploads the weights (Q8_0 matrices as Q8_0, the rest dequantised to f16 or bf16 device
+buffers: `gpu.cuda_weights`), and logs the load time and bytes per parameter. Prefill packs runs of short
+prompts into one pass each and runs longer ones alone in chunks of `PREFILL_CHUNK` tokens
+(`gpu.prefill_plan`), both padded to a row bucket whose CUDA graph is captured on first use; decode runs the
+whole batch in one step, padded to a bucket size whose CUDA graph is captured on first use. `prefill_mixed`
+picks each prompt's first token on the GPU as `decode_mixed` does for later ones. KV slot `max_batch` is a
+scratch slot that the padding rows write to. `decode_greedy`, `decode_sample` and `decode_mixed` pick tokens
+on the GPU (only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler).
+After `load` the context is current on no thread: each call pushes it (`rt.activate`), so the thread that
+drives the engine may be another than the loader's, and `close` on that thread destroys it. Only this module
+and what it imports touch PyCUDA. """
 
 from __future__ import annotations
 
