@@ -11,7 +11,8 @@ scratch slot that the padding rows write to. `decode_greedy`, `decode_sample` an
 on the GPU (only ids come back; `decode_mixed` also returns the logits of rows left to the host sampler).
 After `load` the context is current on no thread: each call pushes it (`rt.activate`), so the thread that
 drives the engine may be another than the loader's, and `close` on that thread destroys it. Only this module
-and what it imports touch PyCUDA. """
+and what it imports touch PyCUDA.
+"""
 
 from __future__ import annotations
 
