@@ -97,3 +97,26 @@ def test_split_and_dequantise_match_the_loader(rows, blocks_per_row, seed):
     assert quants.dtype == np.int8 and d.dtype == np.float16
     want = dequantize(raw, GGMLType.Q8_0, rows * 32 * blocks_per_row).reshape(rows, -1)
     np.testing.assert_array_equal(ref.dequant_q8(quants, d), want)
+
+
+@pytest.mark.parametrize("asset", ["qwen", "smollm2"])
+def test_real_files_keep_only_whole_q8_0_groups(request, asset):
+    """The real Qwen2.5-Coder Q4_K_M mix (Q8_0 next to Q5_0, Q4_K, Q6_K) and SmolLM2 Q4_1 (Q8_0 embeddings):
+    each kept group is Q8_0 throughout, and its blocks split and dequantise to the loader's values."""
+    with open_gguf(request.getfixturevalue(f"{asset}_path")) as f:
+        config = ModelConfig.from_gguf(f)
+        groups = q8_blocks.q8_groups(f, config)
+        q8_in_file = {n for n, info in f.tensors.items() if info.ggml_type == GGMLType.Q8_0}
+        kept = {n for g in groups for n in g}
+        assert kept <= q8_in_file
+        for group in groups:
+            assert all(f.tensors[n].ggml_type == GGMLType.Q8_0 for n in group)
+        fused_parts = {"attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"}
+        for name in q8_in_file - kept:  # left out: a part of a fused group with a part of another type
+            assert name.split(".")[-2] in fused_parts or len(f.tensors[name].shape) != 2, name
+        for name in sorted(kept)[:3]:
+            info = f.tensors[name]
+            quants, scales = q8_blocks.split(q8_blocks.as_blocks(f.raw(name), info.shape))
+            np.testing.assert_array_equal(ref.dequant_q8(quants, scales), f.dequantize(name))
+    # Qwen: attn_v is Q8_0 but attn_q/k are Q5_0, so only the head stays Q8_0; SmolLM2: the tied embeddings
+    assert groups == {"qwen": [["output.weight"]], "smollm2": [["token_embd.weight"]]}[asset]
