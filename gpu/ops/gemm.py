@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
-from .dequant_q8 import Q8Matrix, expanded
+from .dequant_q8 import Q8Matrix, check_q8, expanded
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,11 @@ def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
     expanded to the operand type first (dequant_q8.cu)."""
     m, k = a.shape
     n = w.shape[0]
-    if isinstance(w, Q8Matrix) and m > 0:
-        check(a, "a", rt.operand, (m, w.shape[1]))
+    if isinstance(w, Q8Matrix):
+        check_q8(w, "w", (-1, k))
+        check(a, "a", rt.operand, (m, k))
+        if m == 0:
+            return
         w = expanded(rt, w)
     if k % 8:
         raise InvalidInput(f"a: K = {k} is not a multiple of 8")

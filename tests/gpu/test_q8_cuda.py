@@ -126,6 +126,7 @@ def test_embedding_q8_gathers_the_dequantised_rows(rt, rng):
 def test_q8_launchers_name_bad_arguments(rt, rng):
     from gpu.errors import InvalidInput
     from gpu.ops.dequant_q8 import Q8Matrix
+    from gpu.ops.gemm import gemm
     from gpu.ops.gemv import gemv
 
     w, _, _ = _q8(rt, rng, 8, 64)
@@ -137,3 +138,5 @@ def test_q8_launchers_name_bad_arguments(rt, rng):
     odd = Q8Matrix(rt.to_device(np.zeros((8, 40), np.int8), "test"), w.d)
     with pytest.raises(InvalidInput, match="K = 40 is not a multiple of 32"):
         gemv(rt, y, operand(rt, np.zeros((1, 40), np.float32))[0], odd)
+    with pytest.raises(InvalidInput, match=r"w\.q: shape \(8, 64\), expected \(-1, 96\)"):
+        gemm(rt, empty(rt, (100, 8), np.float32), operand(rt, np.zeros((100, 96), np.float32))[0], w)
