@@ -77,8 +77,7 @@ def device_bytes(gguf, config, dtype_size: int) -> int:
     for name, info in gguf.tensors.items():
         size = q8_blocks.BYTES_PER_WEIGHT if name in q8 else dtype_size if len(info.shape) == 2 else 4
         total += int(info.n_elements * size)
-    layer = [sum(gguf.tensors[n].n_elements for n in g) for g in groups if g[0].startswith("blk.")]
-    return total + max(layer, default=0) * dtype_size  # the expansion buffer (gpu/ops/dequant_q8.py)
+    return total + q8_blocks.expansion_weights(gguf, groups) * dtype_size  # gemm's expansion buffer
 
 
 class _Uploader:
@@ -141,7 +140,8 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
     to `rt.dtype`, vectors in f32."""
     from gguf_loader.arch import load_weights
 
-    q8 = {name for group in q8_groups(gguf, config) for name in group}
+    groups = q8_groups(gguf, config)
+    q8 = {name for group in groups for name in group}
 
     def convert(name: str, raw: np.ndarray) -> np.ndarray:
         if name in q8:
@@ -165,10 +165,9 @@ def load_device_weights(rt: Runtime, gguf, config, max_context: int) -> DeviceWe
         )
         for lw in host.layers
     )
-    q8_layer = [w.q.size for layer in layers for w in (layer.wqkv, layer.wo, layer.w_up, layer.w_down)
-                if isinstance(w, Q8Matrix)]
-    if q8_layer:
-        reserve(rt, max(q8_layer))  # gemm's expansion of a Q8_0 layer matrix (prompts over 64 rows)
+    room = q8_blocks.expansion_weights(gguf, groups)  # the size device_bytes counts
+    if room:
+        reserve(rt, room)  # gemm's expansion of a Q8_0 layer matrix (prompts over 64 rows)
     scaling = config.rope_scaling
     factors = None
     if scaling is not None and config.rope != "none":

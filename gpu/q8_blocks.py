@@ -42,6 +42,13 @@ def q8_groups(gguf, config) -> list[list[str]]:
     return groups
 
 
+def expansion_weights(gguf, groups: list[list[str]]) -> int:
+    """Operands in gemm's expansion buffer (gpu/ops/dequant_q8.py) for these `q8_groups`: the largest
+    Q8_0 layer matrix, a group's weights summed (its fused matrix); 0 when no layer matrix stays Q8_0."""
+    layer = [sum(gguf.tensors[n].n_elements for n in g) for g in groups if g[0].startswith("blk.")]
+    return max(layer, default=0)
+
+
 def as_blocks(raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A Q8_0 tensor's bytes -> its blocks [rows, cols / 32] (a view)."""
     rows, cols = shape

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..runtime import Runtime, ptr
 from . import check
-from .dequant_q8 import Q8Matrix, check_q8
+from .dequant_q8 import Q8Matrix, weight_pointers
 
 
 def embedding(rt: Runtime, out, ids, table, pos, pos_table=None, fed=None) -> None:
@@ -17,15 +17,11 @@ def embedding(rt: Runtime, out, ids, table, pos, pos_table=None, fed=None) -> No
     check(out, "out", np.float32, (n, dim))
     check(ids, "ids", np.int32, (n,))
     check(pos, "pos", np.int32, (n,))
+    rows = weight_pointers(rt, table, "table", (-1, dim))
     q8 = isinstance(table, Q8Matrix)
-    if q8:
-        check_q8(table, "table", (-1, dim))
-    else:
-        check(table, "table", rt.operand, (-1, dim))
     if pos_table is not None:
         check(pos_table, "pos_table", rt.operand, (-1, dim))
     if fed is not None:
         check(fed, "fed", np.int32, (-1,))
     fn = rt.kernel("embedding", "PPPPPPPi", **({"TABLE_Q8": 1} if q8 else {}))
-    rows = (ptr(table.q), ptr(table.d)) if q8 else (ptr(table), 0)
     rt.launch(fn, (n, 1, 1), (256, 1, 1), ptr(out), ptr(ids), ptr(fed), *rows, ptr(pos), ptr(pos_table), dim)

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
-from .dequant_q8 import Q8Matrix, check_q8, expanded
+from .dequant_q8 import Q8Matrix, expanded, weight_pointers
 
 
 @dataclass(frozen=True)
@@ -162,18 +162,14 @@ def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
     expanded to the operand type first (dequant_q8.cu)."""
     m, k = a.shape
     n = w.shape[0]
-    if isinstance(w, Q8Matrix):
-        check_q8(w, "w", (-1, k))
-        check(a, "a", rt.operand, (m, k))
-        if m == 0:
-            return
-        w = expanded(rt, w)
     if k % 8:
         raise InvalidInput(f"a: K = {k} is not a multiple of 8")
     check(a, "a", rt.operand, (m, k))
-    check(w, "w", rt.operand, (n, k))
+    weight_pointers(rt, w, "w", (-1, k))  # the check alone: the kernel reads an operand array, expanded below
     check(y, "y", np.float32, (m, n))
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
+    if isinstance(w, Q8Matrix) and m > 0:  # (launch returns at once for zero rows)
+        w = expanded(rt, w)
     splits = splits_for(rt, n, k)
     launch(rt, y, a, w, bias, accumulate, config_for(rt, m, n, k, splits), splits)

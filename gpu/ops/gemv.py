@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
-from .dequant_q8 import Q8Matrix, check_q8
+from .dequant_q8 import Q8Matrix, weight_pointers
 
 MAX_ROWS = 64
 ROW_BUCKETS = (8, 16, 32, 64)
@@ -71,11 +71,8 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     if swiglu and (n % 2 or accumulate):
         raise InvalidInput(f"swiglu output: N = {n} must be even and y cannot accumulate")
     check(x, "x", rt.operand, (m, k))
+    weights = weight_pointers(rt, w, "w", (n, k))
     q8 = isinstance(w, Q8Matrix)
-    if q8:
-        check_q8(w, "w", (n, k))
-    else:
-        check(w, "w", rt.operand, (n, k))
     if rope is None:
         check(y, "y", rt.operand if swiglu else np.float32, (m, n // 2 if swiglu else n))
         rope_args = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, np.float32(0), np.float32(0), 0)
@@ -89,7 +86,6 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     defines = dict(MAX_M=max_m, EPI_SWIGLU=int(swiglu), EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
     fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}))
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
-    weights = (ptr(w.q), ptr(w.d)) if q8 else (ptr(w), 0)
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), *weights, ptr(bias), m, n, k,
               ksplit, int(accumulate), *rope_args, shared=shared)
 

@@ -82,6 +82,34 @@ def test_blocks_fused_by_the_loader_dequantise_to_the_fused_floats(tmp_path, arc
     assert (blocks.output is blocks.token_embd) == (arch == "qwen2")
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_expansion_weights_are_the_largest_q8_0_layer_matrix_the_loader_builds(tmp_path, arch, mixed):
+    """The expansion buffer that cuda_weights.device_bytes counts and load_device_weights reserves: the
+    largest Q8_0 matrix of the loader's fused layers (a whole ffn group dequantised when `mixed`)."""
+    with open_gguf(_model(tmp_path, arch)) as f:
+        config = ModelConfig.from_gguf(f)
+        tensors = dict(f.tensors)
+        if mixed:  # ffn_up of another type (only while the groups are chosen: its bytes stay Q8_0)
+            for i in range(config.n_layers):
+                name = f"blk.{i}.ffn_up.weight"
+                f.tensors[name] = dataclasses.replace(f.tensors[name], ggml_type=GGMLType.F16)
+        groups = q8_blocks.q8_groups(f, config)
+        f.tensors.update(tensors)
+        q8 = {n for g in groups for n in g}
+        assert mixed == ("blk.0.ffn_up.weight" not in q8)
+
+        def convert(name, raw):
+            return q8_blocks.as_blocks(raw, f.tensors[name].shape) if name in q8 else f.dequantize(name)
+
+        blocks = load_weights(f, config, convert=convert, raw=True, fuse=True)
+        want = max(b.size * q8_blocks.BLOCK_WEIGHTS for lw in blocks.layers
+                   for b in (lw.wqkv, lw.wo, lw.w_gate_up, lw.w_up, lw.w_down)
+                   if b is not None and b.dtype == q8_blocks.BLOCK)
+        assert q8_blocks.expansion_weights(f, groups) == want
+        assert q8_blocks.expansion_weights(f, [g for g in groups if not g[0].startswith("blk.")]) == 0
+
+
 @settings(max_examples=50, deadline=None)
 @given(rows=st.integers(1, 5), blocks_per_row=st.integers(1, 4), seed=st.integers(0, 2**31))
 def test_split_and_dequantise_match_the_loader(rows, blocks_per_row, seed):
