@@ -1,10 +1,12 @@
 // y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for up to 64 rows m (decode and short prompts), on tensor
-// cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory with
-// 16-byte loads into mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows
-// past M read as zero). Within each 32-wide k block the four lanes of a weight row hold 8 consecutive
-// k each, and the x fragments use the same k order, so the product is exact. A block of ksplit warps
-// covers one group of 8 weight rows: its warps take consecutive ranges of k blocks (so each lane reads
-// runs of contiguous weights) and are summed through (dynamic) shared memory in a fixed order. The additions behind an output depend only on (N, K, ksplit),
+// cores without shared-memory tiles: each warp streams 8 weight rows straight from global memory into
+// mma.sync.m16n8k16 B fragments, and applies them to every 16-row tile of x (rows past M read as zero).
+// Within each 64-wide k chunk the four lanes of a weight row hold 16 consecutive k each (two 16-byte loads
+// of operands, or one of Q8_0 quants: the same bytes with half the load instructions), as two halves of 8
+// that feed two 32-wide mma steps, and the x fragments use the same k order, so the product is exact. A
+// block of ksplit warps covers one group of 8 weight rows: its warps take consecutive ranges of k chunks (so
+// each lane reads runs of contiguous weights) and are summed through (dynamic) shared memory in a fixed
+// order. The additions behind an output depend only on (N, K, ksplit),
 // never on M: a row's result is the same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
 // known to be zero and never loaded). K must be a multiple of 8.
@@ -15,8 +17,9 @@
 // engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
 // (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
 // -D WQ8=1: w is Q8_0 (q8.cuh): quants int8 [N, K] and w_scales f16 [N, K / 32] (K % 32 == 0). A lane reads
-// its 8 quants of a k block (8 bytes) and the block's scale, and dequantises them into the same fragment
-// the f16 weights would give: the same bits as the dequantised matrix, for about half the bytes.
+// its 16 quants of a k chunk (16 bytes, within one Q8_0 block) and the block's scale, and dequantises them
+// into the fragments the f16 weights would give: the same bits as the dequantised matrix, for about half
+// the bytes.
 #include "q8.cuh"
 #include "tensor_core.cuh"
 
@@ -30,12 +33,12 @@
 #ifndef EPI_ROPE
 #define EPI_ROPE 0
 #endif
-// k blocks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
+// 64-wide k chunks in flight per warp, bounded by the registers their x fragments take (<= 128 per thread)
 #ifndef PIPE
-#define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k blocks)
+#define PIPE 0  // 1: software-pipeline the weight loads (registers for two sets of UNROLL k chunks)
 #endif
 #ifndef UNROLL
-#define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 8 : 4) : (MT == 2 ? 2 : 1)) : (MT == 1 ? 8 : (MT == 2 ? 4 : 2)))
+#define UNROLL (PIPE ? (MT == 1 ? (MAX_M <= 8 ? 4 : 2) : 1) : (MT == 1 ? 4 : (MT == 2 ? 2 : 1)))
 #endif
 // -D LOAD: how weights are read: 2 (default) ld.global.cs (evict first) with a 256-byte L2 prefetch: the
 // other three 64-byte pieces of a lane quad's 256-byte run are fetched with the first (H200, bench/
@@ -53,42 +56,48 @@
 
 #if WQ8
 typedef int8_t wtype;
-struct wraw {  // one lane's part of a k block as stored: 8 quants and the block's scale
-    uint2 q;
+struct wraw {  // one lane's part of a k chunk as stored: 16 quants (of one Q8_0 block) and the block's scale
+    uint4 q;
     __half d;
 };
 #else
 typedef dtype wtype;
-typedef uint4 wraw;
+struct wraw {  // one lane's part of a k chunk: operands k..k+7 and k+8..k+15
+    uint4 lo, hi;
+};
 #endif
 
-// This lane's stored weights of row `row` (quants or operands; scales [K / 32] for Q8) at column k.
-__device__ __forceinline__ wraw load_w(const wtype *row, const __half *row_scales, int k) {
-#if WQ8
-    wraw v;
+__device__ __forceinline__ uint4 load16(const void *p) {
 #if LOAD == 2
-    asm volatile("ld.global.cs.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.q.x), "=r"(v.q.y) : "l"(row + k));
-#else
-    v.q = __ldcs(reinterpret_cast<const uint2 *>(row + k));
-#endif
-    v.d = __ldg(row_scales + k / 32);
-    return v;
-#elif LOAD == 2
     uint4 v;
     asm volatile("ld.global.cs.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(row + k));
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 #else
-    return __ldcs(reinterpret_cast<const uint4 *>(row + k));
+    return __ldcs(reinterpret_cast<const uint4 *>(p));
 #endif
 }
 
-// The B fragment (8 operands at k..k+7) of stored weights.
-__device__ __forceinline__ uint4 fragment(const wraw &v) {
+// This lane's stored weights of row `row` (quants or operands; scales [K / 32] for Q8) at columns k..k+15,
+// k < k_end (operands past k_end read as zero; Q8 chunks never straddle it: K % 32 == 0).
+__device__ __forceinline__ wraw load_w(const wtype *row, const __half *row_scales, int k, int k_end) {
+    wraw v;
 #if WQ8
-    return dequant8(v.q, v.d);
+    v.q = load16(row + k);
+    v.d = __ldg(row_scales + k / 32);
 #else
+    v.lo = load16(row + k);
+    v.hi = k + 8 < k_end ? load16(row + k + 8) : make_uint4(0, 0, 0, 0);
+#endif
     return v;
+}
+
+// The B fragment (8 operands at k + 8 h .. k + 8 h + 7) of stored weights.
+__device__ __forceinline__ uint4 fragment(const wraw &v, int h) {
+#if WQ8
+    return dequant8(h ? make_uint2(v.q.z, v.q.w) : make_uint2(v.q.x, v.q.y), v.d);
+#else
+    return h ? v.hi : v.lo;
 #endif
 }
 
@@ -131,45 +140,51 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
         const int row = min(n, N - 1);  // rows past N repeat the last; never written
         const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
         const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
-        const int per_part = ((K + 31) / 32 + ksplit - 1) / ksplit;  // k blocks per warp
-        const int k_end = min(K, (part + 1) * per_part * 32);
+        const int per_part = ((K + 63) / 64 + ksplit - 1) / ksplit;  // k chunks per warp
+        const int k_end = min(K, (part + 1) * per_part * 64);
         const uint4 zero = make_uint4(0, 0, 0, 0);
         const wraw none = {};
-        const int k_begin = part * per_part * 32;
-        // every load of UNROLL k blocks is issued before their mma's; with PIPE the weights of the next
-        // UNROLL k blocks are also in flight while these are used
+        const int k_begin = part * per_part * 64;
+        // every load of UNROLL k chunks is issued before their mma's; with PIPE the weights of the next
+        // UNROLL k chunks are also in flight while these are used
         wraw wv[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            const int k = k_begin + u * 32 + 8 * t;
-            if (PIPE) wv[u] = k < k_end ? load_w(wr, wd, k) : none;
+            const int k = k_begin + u * 64 + 16 * t;
+            if (PIPE) wv[u] = k < k_end ? load_w(wr, wd, k, k_end) : none;
         }
-        for (int kb = k_begin; kb < k_end; kb += UNROLL * 32) {
+        for (int kc = k_begin; kc < k_end; kc += UNROLL * 64) {
             wraw wn[UNROLL];
-            uint4 xa[UNROLL][MT], xb[UNROLL][MT];
+            uint4 xa[UNROLL][2][MT], xb[UNROLL][2][MT];
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                const int k = kb + u * 32 + 8 * t;
-                const int kn = PIPE ? k + UNROLL * 32 : k;
-                wn[u] = kn < k_end ? load_w(wr, wd, kn) : none;
+                const int k = kc + u * 64 + 16 * t;
+                const int kn = PIPE ? k + UNROLL * 64 : k;
+                wn[u] = kn < k_end ? load_w(wr, wd, kn, k_end) : none;
                 if (!PIPE) wv[u] = wn[u];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    const int r0 = mt * 16 + g, r1 = r0 + 8;
-                    xa[u][mt] = (k < k_end && r0 < M) ? load_x(x, r0, K, k) : zero;
-                    xb[u][mt] = (MAX_M > 8 && k < k_end && r1 < M) ? load_x(x, r1, K, k) : zero;
-                }
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        const int r0 = mt * 16 + g, r1 = r0 + 8, kh = k + 8 * h;
+                        xa[u][h][mt] = (kh < k_end && r0 < M) ? load_x(x, r0, K, kh) : zero;
+                        xb[u][h][mt] = (MAX_M > 8 && kh < k_end && r1 < M) ? load_x(x, r1, K, kh) : zero;
+                    }
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
-                if (kb + u * 32 >= k_end) break;  // warp-uniform
-                const uint4 b = fragment(wv[u]);
+                if (kc + u * 64 >= k_end) break;  // warp-uniform
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    const unsigned lo[4] = {xa[u][mt].x, xb[u][mt].x, xa[u][mt].y, xb[u][mt].y};
-                    const unsigned hi[4] = {xa[u][mt].z, xb[u][mt].z, xa[u][mt].w, xb[u][mt].w};
-                    mma16816(acc[mt], lo, b.x, b.y);
-                    mma16816(acc[mt], hi, b.z, b.w);
+                for (int h = 0; h < 2; ++h) {
+                    const uint4 b = fragment(wv[u], h);
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        const uint4 &a0 = xa[u][h][mt], &a1 = xb[u][h][mt];
+                        const unsigned lo[4] = {a0.x, a1.x, a0.y, a1.y};
+                        const unsigned hi[4] = {a0.z, a1.z, a0.w, a1.w};
+                        mma16816(acc[mt], lo, b.x, b.y);
+                        mma16816(acc[mt], hi, b.z, b.w);
+                    }
                 }
             }
             if (PIPE) {
