@@ -2,7 +2,7 @@
 device-to-device copy: is a decode step's gemv streaming its weights at the card's rate? Each shape's
 launches cycle over enough weight copies that none is read from L2, captured as one CUDA graph with
 programmatic launch (as in the decode graphs) and replayed; µs per launch and GB/s of weights. Variants
-of the kernel's -D LOAD (weight load instruction), UNROLL (k blocks in flight per warp) and WQ8 (Q8_0
+of the kernel's -D LOAD (weight load instruction), UNROLL (64-wide k chunks in flight per warp) and WQ8 (Q8_0
 weights: 1.0625 bytes a weight) and of the launch's K split (warps per group of 8 weight rows) side by side.
 
     python3 bench/gemv_bandwidth.py --out $OUT/gemv_bw.jsonl [--variants 2:0,0:0,2:16,2:0:q8]
