@@ -6,8 +6,8 @@
 // that feed two 32-wide mma steps, and the x fragments use the same k order, so the product is exact. A
 // block of ksplit warps covers one group of 8 weight rows: its warps take consecutive ranges of k chunks (so
 // each lane reads runs of contiguous weights) and are summed through (dynamic) shared memory in a fixed
-// order. The additions behind an output depend only on (N, K, ksplit),
-// never on M: a row's result is the same whatever the batch. f32 accumulation.
+// order. The additions behind an output depend only on (N, K, ksplit), never on M: a row's result is the
+// same whatever the batch. f32 accumulation.
 // -D MAX_M: most rows of x per launch (8, 16, 32 or 64; with 8 the upper half of the single 16-row tile is
 // known to be zero and never loaded). K must be a multiple of 8.
 // -D EPI_SWIGLU=1: the weight rows interleave gate and up (row 2j = gate j, row 2j + 1 = up j), and the
