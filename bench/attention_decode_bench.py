@@ -29,7 +29,7 @@ def time_pass(rt, graphs, flush, rows: int, length: int, direct: bool, hot: bool
     import pycuda.driver as cuda
     from gpu_timing import graph_ms
 
-    from gpu.ops.attention_decode import attention_decode, n_splits
+    from gpu.ops.attention_decode import DIRECT_CTX, attention_decode, n_splits
 
     n_slots = rows + 1
     caches = []
@@ -51,7 +51,8 @@ def time_pass(rt, graphs, flush, rows: int, length: int, direct: bool, hot: bool
             if evict:
                 cuda.memcpy_dtod_async(flush[1].gpudata, flush[0].gpudata, FLUSH, rt.stream)
             if attention:
-                attention_decode(rt, out, q, k, v, slots, pos, part_out, part_ml, direct=direct)
+                attention_decode(rt, out, q, k, v, slots, pos, part_out, part_ml,
+                                 direct_ctx=DIRECT_CTX if direct else 0)
 
     ms = graph_ms(rt, graphs, ("attn", rows, length, direct, hot), enqueue)
     if not hot:

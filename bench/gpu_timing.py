@@ -52,9 +52,12 @@ def queued_ms(rt, enqueue, *, cycles: int, batches: int, per_batch: int = 1, war
 
 
 def decode_key(eng, batch: int):
-    """The key of the graph a short-context decode step of `batch` rows replays: the one-pass attention's
-    when it is captured (CudaEngine.direct_attention), else the two-pass one."""
-    return ("direct", batch) if ("direct", batch) in eng.graphs else batch
+    """The key of the graph a short-context decode step of `batch` rows replays: the smallest one-pass
+    attention's when it is captured (CudaEngine.direct_attention), else the two-pass one."""
+    from gpu.cuda_engine import direct_tiers
+
+    key = ("direct", batch, direct_tiers(batch)[0])
+    return key if key in eng.graphs else batch
 
 
 def graph_ms(rt, graphs, key, enqueue, *, replays: int = 8, skip: int = 2) -> float:

@@ -32,7 +32,7 @@ from .cuda_weights import DeviceWeights, device_bytes, load_device_weights
 from .engine import Engine
 from .errors import EngineError, InvalidInput, OutOfMemory, SamplingError
 from .ops.argmax import argmax, ids_from_packed
-from .ops.attention_decode import DIRECT_CTX, n_splits
+from .ops.attention_decode import DIRECT_CTX, DIRECT_TIERS, n_splits
 from .ops.sample import pack_params
 from .params import SamplingParams
 from .prefill_plan import pack_bucket, pack_buckets, packable, plan_prefill
@@ -54,6 +54,13 @@ def direct_limit(bucket: int) -> int:
     blocks each cover the whole context, so few rows want short contexts (H100, Qwen2.5-0.5B shape: one
     row faster up to 128 positions and slower from 192, eight rows faster up to 511)."""
     return min(DIRECT_CTX, 128 * bucket)
+
+
+def direct_tiers(bucket: int) -> tuple[int, ...]:
+    """The one-pass forms (DIRECT_TIERS: the positions each covers) a bucket's steps may take below its
+    `direct_limit`, smallest first; a step takes the first that covers its positions."""
+    limit = direct_limit(bucket)
+    return tuple(t for t in DIRECT_TIERS if t < limit) + (next(t for t in DIRECT_TIERS if t >= limit),)
 
 
 class CudaEngine(Engine):
@@ -259,24 +266,28 @@ class CudaEngine(Engine):
     def _decode_step(self, slots, ids, starts) -> None:
         """Queue one decode step (context current): inputs ids / starts / slots, padded to the batch bucket
         with rows of token 0 at position 0 of the scratch slot, then the bucket's graph; the one-pass
-        attention's graph when every position is below `direct_limit` and the bucket is small."""
+        attention's graph (the smallest of `direct_tiers` that covers them) when every position is below
+        `direct_limit` and the bucket is small."""
         n = len(slots)
         bucket = next(b for b in self.buckets if b >= n)
         inputs = self.inputs.buffer()
         inputs[:3, :bucket] = [[0], [0], [self.scratch_slot]]
         inputs[0, :n], inputs[1, :n], inputs[2, :n] = ids, starts, slots
         self.inputs.send(decode=True)
-        self._replay_decode(bucket, self._direct(bucket) and max(starts) < direct_limit(bucket))
+        last = max(starts)
+        direct = self._direct(bucket) and last < direct_limit(bucket)
+        self._replay_decode(bucket, next(t for t in direct_tiers(bucket) if last < t) if direct else 0)
         self.inputs.decode_queued()
 
     def _direct(self, bucket: int) -> bool:
         """Whether short-context steps of this bucket take the one-pass attention."""
         return self.direct_attention and bucket <= DIRECT_MAX_BATCH
 
-    def _replay_decode(self, bucket: int, direct: bool) -> None:
-        what = f"decode step for batch {bucket}" + (" (one-pass attention)" if direct else "")
-        key = ("direct", bucket) if direct else bucket
-        self._replay(key, partial(self.forward.decode, bucket, direct), what)
+    def _replay_decode(self, bucket: int, direct_ctx: int) -> None:
+        """The decode step's graph: two-pass attention (direct_ctx 0) or the one-pass form of that tier."""
+        what = f"decode step for batch {bucket}" + (f" (one-pass attention, {direct_ctx})" * bool(direct_ctx))
+        key = ("direct", bucket, direct_ctx) if direct_ctx else bucket
+        self._replay(key, partial(self.forward.decode, bucket, direct_ctx), what)
 
     def _forget_fed(self, slots: list[int]) -> None:
         """These slots move on without launch_decode: the tokens it picked for them are no longer theirs."""
@@ -321,8 +332,8 @@ class CudaEngine(Engine):
                 inputs = self.inputs.buffer()
                 inputs[:3, :bucket] = [[0], [0], [scratch]]
                 self.inputs.send()
-                for direct in (False, True) if self._direct(bucket) else (False,):
-                    self._replay_decode(bucket, direct)
+                for direct_ctx in (0, *direct_tiers(bucket)) if self._direct(bucket) else (0,):
+                    self._replay_decode(bucket, direct_ctx)
             self.rt.synchronize()
         seconds = time.perf_counter() - t0
         logger.info("warm-up: graphs for prefill of %s rows and decode of batch %s captured in %.2f s",

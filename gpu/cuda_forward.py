@@ -17,6 +17,8 @@ Either way each prompt's last hidden row goes to `x_last`, and one head pass tur
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .cuda_weights import DeviceWeights
@@ -37,6 +39,11 @@ from .ops.rope_kv import rope_kv
 from .ops.swiglu import swiglu
 from .prefill_plan import PACK_CTX
 from .runtime import Runtime
+
+# decode projections (gemv) that load their first weights before the programmatic wait, streaming them while
+# the kernel before ends: q|k|v (after rmsnorm), o (after attention), down (after gate/up); not gate/up, whose
+# 9-17 MB issued under the ffn rmsnorm measured slower (docs/gpu.md). $ORCD_GEMV_PRELOAD: an A/B switch
+PRELOAD = frozenset(os.environ.get("ORCD_GEMV_PRELOAD", "qkv,o,down").split(","))
 
 
 def pack_splits(max_context: int) -> int:
@@ -89,15 +96,16 @@ class CudaForward:
         cuda.memcpy_htod_async(self.inputs.gpudata, host, self.rt.stream)
 
     # --- steps -----------------------------------------------------------------------------------
-    def decode(self, n: int, direct: bool = False) -> None:
-        """One token for each of the n rows (inputs set); logits[:n] hold the next-token logits. direct: the
-        one-pass attention (every position below DIRECT_CTX; the same result, one launch less a layer)."""
+    def decode(self, n: int, direct_ctx: int = 0) -> None:
+        """One token for each of the n rows (inputs set); logits[:n] hold the next-token logits. direct_ctx:
+        the one-pass attention covering that many positions (every position below it; the same result, one
+        launch less a layer); 0: the two-pass attention."""
         slots, pos = self.slots[:n], self.pos[:n]
         part_out, part_ml = self.part_out[:n], self.part_ml[:n]
 
         def attend(i, q, att):
             attention_decode(self.rt, att, q, self.k_cache[i], self.v_cache[i], slots, pos, part_out, part_ml,
-                             direct=direct)
+                             direct_ctx=direct_ctx)
 
         self._body(n, attend, packed=False)
         self._head(self.x[:n], self.h[:n], self.logits[:n])
@@ -158,6 +166,10 @@ class CudaForward:
         rt, c, w = self.rt, self.cfg, self.w
         project = gemm if packed else linear
         fused = n <= GEMV_ROWS and not packed  # gemv with RoPE / SwiGLU in its epilogue
+
+        def early(site: str) -> dict:  # gemv's preload, where this pass projects with gemv
+            return {"preload": True} if fused and site in PRELOAD else {}
+
         x, h, qkv, q, att = self.x[:n], self.h[:n], self.qkv[:n], self.q[:n], self.att[:n]
         gu, act = self.gu[:n], self.act[:n]
         rope_dim = c.rope_dim if w.rope != "none" else 0
@@ -167,14 +179,14 @@ class CudaForward:
             if fused:  # q|k|v projection with RoPE and the cache append in its epilogue
                 gemv(rt, None, h, layer.wqkv, layer.bqkv, rope=RopeKV(
                     q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n], rope_dim,
-                    c.rope_theta, w.rope_factors, w.attn_factor))
+                    c.rope_theta, w.rope_factors, w.attn_factor), **early("qkv"))
             else:
                 project(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
                 rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n],
                         rope=w.rope, rope_dim=rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
                         attn_factor=w.attn_factor)
             attend(i, q, att)  # [n, q_dim]
-            project(rt, x, att, layer.wo, layer.bo, accumulate=True)  # x += attention output
+            project(rt, x, att, layer.wo, layer.bo, accumulate=True, **early("o"))  # x += attention output
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
             if c.activation == "swiglu" and fused:  # silu(gate) * up in the gemv's epilogue
                 gemv(rt, act, h, layer.w_up, layer.b_up, swiglu=True)  # [n, hidden]
@@ -184,7 +196,7 @@ class CudaForward:
                     swiglu(rt, act, gu)
                 else:
                     gelu(rt, act, gu)
-            project(rt, x, act, layer.w_down, layer.b_down, accumulate=True)  # x += feed-forward output
+            project(rt, x, act, layer.w_down, layer.b_down, accumulate=True, **early("down"))  # x += ffn out
 
     def _head(self, x, h, logits) -> None:
         self._norm(h, x, self.w.output_norm, self.w.output_norm_bias)

@@ -24,14 +24,17 @@ VARIANTS: dict[str, list[dict[str, int]]] = {
     "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p,
               "LOAD": 2} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)]
     + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
-        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")],  # Q8_0 weights
+        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")]  # Q8_0 weights
+    + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
+        "PRELOAD": 1, **q8} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")
+       for q8 in ({}, {"WQ8": 1})],  # weights loaded before the programmatic wait
     "embedding": [{}, {"TABLE_Q8": 1}],
     # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
     "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))
              for c in ((128, 256, 2, 4, 64, 3), (128, 128, 2, 4, 64, 3), (128, 64, 2, 2, 64, 4),
                        (64, 64, 2, 2, 64, 4), (32, 64, 2, 2, 32, 4), (128, 128, 2, 2, 64, 3))],
     "attention_decode": [{"HEAD_DIM": d} for d in (64, 96, 128)]
-    + [{"HEAD_DIM": d, "DIRECT": 1, "WARPS": 16} for d in (64, 96, 128)],
+    + [{"HEAD_DIM": d, "DIRECT": 1, "WARPS": w} for d in (64, 96, 128) for w in (4, 16)],
     "attention_prefill": [{"HEAD_DIM": d} for d in (64, 96, 128)],
 }
 

@@ -50,6 +50,9 @@
 #ifndef WQ8
 #define WQ8 0
 #endif
+#ifndef PRELOAD
+#define PRELOAD 0  // 1: the first weights are loaded before the programmatic wait
+#endif
 #if LOAD != 0 && LOAD != 2
 #error "LOAD is 0 or 2"
 #endif
@@ -122,46 +125,53 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
     const float *__restrict__ freq_factors,  // [rope_dim / 2] or null
     int n_heads, int n_kv_heads, int head_dim, int rope_dim, float theta, float attn_factor, int max_ctx) {
     extern __shared__ float partial[];  // [ksplit][MT][4][32] when ksplit > 1
-    // Programmatic launch (common.cuh): wait for the kernel that writes x (and reads y) first; let the next
-    // kernel start only once the weights are streamed (below). Loading weights before the wait, or letting
-    // the next kernel in at the start, measured slower: its waiting blocks slowed this one's main loop.
-    pdl_wait();
     const int part = threadIdx.x >> 5, lane = threadIdx.x & 31;  // blockDim.x == 32 * ksplit
     const int g = lane >> 2, t = lane & 3;
-    const int n0 = blockIdx.x * 8;  // this block's 8 weight rows
+    const int n0 = blockIdx.x * 8;  // this block's 8 weight rows (n0 < N: the grid covers N)
     const int n = n0 + g;  // the weight row this lane loads
+    const int row = min(n, N - 1);  // rows past N repeat the last; never written
+    const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
+    const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
+    const int per_part = ((K + 63) / 64 + ksplit - 1) / ksplit;  // k chunks per warp
+    const int k_end = min(K, (part + 1) * per_part * 64);
+    const int k_begin = part * per_part * 64;
+    const wraw none = {};
+    // the first UNROLL k chunks' weights: with PIPE the pipeline's first stage, with PRELOAD issued before
+    // the programmatic wait (weights are written by no kernel), so they stream while the kernel before ends
+    wraw wv[UNROLL];
+    if (PIPE || PRELOAD) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int k = k_begin + u * 64 + 16 * t;
+            wv[u] = k < k_end ? load_w(wr, wd, k, k_end) : none;
+        }
+    }
+    // Programmatic launch (common.cuh): wait for the kernel that writes x (and reads y) before reading x; let
+    // the next kernel start only once the weights are streamed (below). Letting the next kernel in at the
+    // start measured slower: its waiting blocks slowed this one's main loop.
+    pdl_wait();
     float acc[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
-    if (n0 < N) {
-        const int row = min(n, N - 1);  // rows past N repeat the last; never written
-        const wtype *wr = reinterpret_cast<const wtype *>(w) + (size_t)row * K;
-        const __half *wd = WQ8 ? w_scales + (size_t)row * (K / 32) : nullptr;
-        const int per_part = ((K + 63) / 64 + ksplit - 1) / ksplit;  // k chunks per warp
-        const int k_end = min(K, (part + 1) * per_part * 64);
+    {
         const uint4 zero = make_uint4(0, 0, 0, 0);
-        const wraw none = {};
-        const int k_begin = part * per_part * 64;
         // every load of UNROLL k chunks is issued before their mma's; with PIPE the weights of the next
         // UNROLL k chunks are also in flight while these are used
-        wraw wv[UNROLL];
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            const int k = k_begin + u * 64 + 16 * t;
-            if (PIPE) wv[u] = k < k_end ? load_w(wr, wd, k, k_end) : none;
-        }
         for (int kc = k_begin; kc < k_end; kc += UNROLL * 64) {
             wraw wn[UNROLL];
             uint4 xa[UNROLL][2][MT], xb[UNROLL][2][MT];
+            const bool loaded = PRELOAD && !PIPE && kc == k_begin;  // wv holds these chunks already
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const int k = kc + u * 64 + 16 * t;
                 const int kn = PIPE ? k + UNROLL * 64 : k;
-                wn[u] = kn < k_end ? load_w(wr, wd, kn, k_end) : none;
-                if (!PIPE) wv[u] = wn[u];
+                if (!loaded) {
+                    wn[u] = kn < k_end ? load_w(wr, wd, kn, k_end) : none;
+                    if (!PIPE) wv[u] = wn[u];
+                }
 #pragma unroll
                 for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -210,7 +220,6 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
                 acc[mt][i] = s;
             }
     }
-    if (n0 >= N) return;
     // accumulator layout: acc[mt][0..1] = rows mt*16 + g, cols 2t, 2t+1; acc[mt][2..3] = rows + 8
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)

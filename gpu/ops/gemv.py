@@ -56,12 +56,13 @@ def ksplit_for(rt: Runtime, n: int, k: int) -> int:
 
 
 def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool = False,
-         rope: RopeKV | None = None) -> None:
+         rope: RopeKV | None = None, preload: bool = False) -> None:
     """y [M, N] f32 (+)= x [M, K] operand @ w [N, K].T + bias [N] f32, M <= 64, K % 8 == 0. w is an operand
     array or a Q8Matrix (read as Q8_0 blocks: the same bits as its dequantised copy).
 
     swiglu: w's rows interleave gate and up, and y [M, N / 2] (operand type) = silu(gate) * up.
-    rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets."""
+    rope: w is the fused q|k|v projection; y is unused and the epilogue writes `rope`'s targets.
+    preload: the first weights are loaded before the programmatic wait (the same bits)."""
     m, k = x.shape
     n = w.shape[0]
     if m > MAX_ROWS:
@@ -84,7 +85,11 @@ def gemv(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, swiglu: bool
     ksplit = ksplit_for(rt, n, k)
     pipe = int(max_m <= PIPELINE_MAX_M)
     defines = dict(MAX_M=max_m, EPI_SWIGLU=int(swiglu), EPI_ROPE=int(rope is not None), PIPE=pipe, LOAD=LOAD)
-    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines, **({"WQ8": 1} if q8 else {}))
+    if q8:
+        defines["WQ8"] = 1
+    if preload:
+        defines["PRELOAD"] = 1
+    fn = rt.kernel("gemv", "PPPPPiiiiiPPPPPPiiiiffi", **defines)
     shared = ksplit * blocks(max_m, 16) * 4 * 32 * 4 if ksplit > 1 else 0  # partial sums, f32
     rt.launch(fn, (blocks(n, 8), 1, 1), (32 * ksplit, 1, 1), ptr(y), ptr(x), *weights, ptr(bias), m, n, k,
               ksplit, int(accumulate), *rope_args, shared=shared)

@@ -11,11 +11,11 @@ from .gemm import gemm
 from .gemv import MAX_ROWS, gemv
 
 
-def linear(rt: Runtime, y, x, w, bias=None, accumulate: bool = False) -> None:
+def linear(rt: Runtime, y, x, w, bias=None, accumulate: bool = False, preload: bool = False) -> None:
     """y [M, N] f32 = x [M, K] @ w [N, K].T + bias, added to y when `accumulate` (fused residual)."""
     m = x.shape[0]
     if m <= MAX_ROWS:
-        gemv(rt, y, x, w, bias, accumulate)
+        gemv(rt, y, x, w, bias, accumulate, preload=preload)
     elif isinstance(w, Q8Matrix) and w.q.size > expansion_room(rt):
         for r0 in range(0, m, MAX_ROWS):
             gemv(rt, y[r0 : r0 + MAX_ROWS], x[r0 : r0 + MAX_ROWS], w, bias, accumulate)

@@ -34,15 +34,22 @@ def run(path, monkeypatch, direct: str, prompts: list[list[int]], steps: int):
         engine.close()
 
 
-@pytest.mark.parametrize("batch", [1, 3, 8])
-def test_one_pass_attention_matches_two_passes_bit_for_bit(path, monkeypatch, batch):
-    from gpu.cuda_engine import direct_limit
+# the first prompt's steps cross the bucket's limit (batch 1: the 128-position tier's, then two passes), or
+# the 128-position tier's into the 512-position one (batch 3)
+@pytest.mark.parametrize(("batch", "first"), [(1, "limit"), (3, 110), (3, "limit"), (8, "limit")])
+def test_one_pass_attention_matches_two_passes_bit_for_bit(path, monkeypatch, batch, first):
+    from gpu.cuda_engine import direct_limit, direct_tiers
 
     rng = np.random.default_rng(batch)
     bucket = next(b for b in (1, 2, 4, 8) if b >= batch)
-    lengths = [direct_limit(bucket) - 20, 5, 60, 30, 9, 64, 17, 100][:batch]  # the first crosses the limit
+    past_limit = first == "limit"  # else the steps cross from the 128-position tier into the next
+    first = direct_limit(bucket) - 20 if first == "limit" else first
+    lengths = [first, 5, 60, 30, 9, 64, 17, 100][:batch]
     prompts = [rng.integers(0, 512, n).tolist() for n in lengths]
     two, two_keys = run(path, monkeypatch, "0", prompts, steps=40)
     one, one_keys = run(path, monkeypatch, "1", prompts, steps=40)
-    assert ("direct", bucket) not in two_keys and ("direct", bucket) in one_keys and bucket in one_keys
+    tiers = {("direct", bucket, t) for t in direct_tiers(bucket)}
+    used = {k for k in one_keys if isinstance(k, tuple) and k[:2] == ("direct", bucket)}
+    assert used and used <= tiers and not tiers & set(two_keys)
+    assert (bucket in one_keys) == past_limit and (used == tiers or past_limit)
     assert np.array_equal(one, two)  # [1 + steps, batch, vocab]

@@ -145,14 +145,16 @@ def test_attention_decode(rt, rng, head_dim, n_heads, n_kv):
         assert rel_err(got[i], want) <= 1e-2, f"row {i} (pos {pos[i]})"
 
 
-# every length class of the one-pass form: one position, a split's first warp only, a whole split, the
+# every length class of each one-pass form: one position, a split's first warp only, a whole split, the
 # first of a split, odd tails, the last covered position
+@pytest.mark.parametrize("direct_ctx", [128, 512])
 @pytest.mark.parametrize(("head_dim", "n_heads", "n_kv"), [(64, 14, 2), (96, 4, 4), (128, 4, 1)])
-def test_attention_decode_one_pass_is_bit_identical_to_two(rt, rng, head_dim, n_heads, n_kv):
-    from gpu.ops.attention_decode import DIRECT_CTX, attention_decode, n_splits
+def test_attention_decode_one_pass_is_bit_identical_to_two(rt, rng, head_dim, n_heads, n_kv, direct_ctx):
+    from gpu.ops.attention_decode import attention_decode, n_splits
 
     n_slots, max_ctx = 9, 700
-    pos = np.array([0, 17, 31, 32, 63, 64, 200, DIRECT_CTX - 1])
+    pos = np.array([0, 17, 31, 32, 63, 64, 100, 200, direct_ctx - 1])
+    pos = pos[pos < direct_ctx]
     n = len(pos)
     kc, k_f, vc, v_f = _filled_cache(rt, rng, n_slots, n_kv, max_ctx, head_dim)
     q, _ = operand(rt, rng.standard_normal((n, n_heads, head_dim)).astype(np.float32))
@@ -162,7 +164,7 @@ def test_attention_decode_one_pass_is_bit_identical_to_two(rt, rng, head_dim, n_
     part_ml = empty(rt, (n, n_heads, s, 2), np.float32)
     two, one = empty(rt, (n, n_heads * head_dim)), empty(rt, (n, n_heads * head_dim))
     attention_decode(rt, two, q, kc, vc, slots, positions, part_out, part_ml)
-    attention_decode(rt, one, q, kc, vc, slots, positions, part_out, part_ml, direct=True)
+    attention_decode(rt, one, q, kc, vc, slots, positions, part_out, part_ml, direct_ctx=direct_ctx)
     want, got = get(rt, two), get(rt, one)
     assert not np.isnan(got).any()
     assert np.array_equal(got, want)  # bit for bit (the operand type widens to float32 exactly)
