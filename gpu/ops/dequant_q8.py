@@ -44,14 +44,19 @@ def check_q8(w, name: str, shape: tuple[int, int]) -> None:
     check(w.d, f"{name}.d", np.float16, (n, k // 32))
 
 
-def weight_pointers(rt: Runtime, w, name: str, shape: tuple[int, int]) -> tuple[int, int]:
-    """Check `w`, an operand array or a Q8Matrix of `shape` (-1: any size), and return the two pointers a
-    kernel reads it by: (quants, scales) of a Q8Matrix, (the array, 0) of an operand array."""
+def check_weight(rt: Runtime, w, name: str, shape: tuple[int, int]) -> None:
+    """`w` is an operand array or a Q8Matrix of `shape` (-1: any size)."""
     if isinstance(w, Q8Matrix):
         check_q8(w, name, shape)
-        return ptr(w.q), ptr(w.d)
-    check(w, name, rt.operand, shape)
-    return ptr(w), 0
+    else:
+        check(w, name, rt.operand, shape)
+
+
+def weight_pointers(rt: Runtime, w, name: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """Check `w` (`check_weight`) and return the two pointers a kernel reads it by: (quants, scales) of a
+    Q8Matrix, (the array, 0) of an operand array."""
+    check_weight(rt, w, name, shape)
+    return (ptr(w.q), ptr(w.d)) if isinstance(w, Q8Matrix) else (ptr(w), 0)
 
 
 def dequant_q8(rt: Runtime, out, w: Q8Matrix) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..runtime import Runtime, ptr
 from . import blocks, check
-from .dequant_q8 import Q8Matrix, expanded, weight_pointers
+from .dequant_q8 import Q8Matrix, check_weight, expanded
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def gemm(rt: Runtime, y, a, w, bias=None, accumulate: bool = False) -> None:
     if k % 8:
         raise InvalidInput(f"a: K = {k} is not a multiple of 8")
     check(a, "a", rt.operand, (m, k))
-    weight_pointers(rt, w, "w", (-1, k))  # the check alone: the kernel reads an operand array, expanded below
+    check_weight(rt, w, "w", (-1, k))  # a Q8Matrix is expanded to an operand array below
     check(y, "y", np.float32, (m, n))
     if bias is not None:
         check(bias, "bias", np.float32, (n,))
