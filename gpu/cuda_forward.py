@@ -41,9 +41,12 @@ from .prefill_plan import PACK_CTX
 from .runtime import Runtime
 
 # decode projections (gemv) that load their first weights before the programmatic wait, streaming them while
-# the kernel before ends: q|k|v (after rmsnorm), o (after attention), down (after gate/up); not gate/up, whose
-# 9-17 MB issued under the ffn rmsnorm measured slower (docs/gpu.md). $ORCD_GEMV_PRELOAD: an A/B switch
+# the kernel before ends: q|k|v (after rmsnorm), o (after attention), down (after gate/up), where the matrix
+# is at most PRELOAD_MAX_BYTES. Measured on H100s (docs/gpu.md): faster for all three of Qwen2.5-0.5B's
+# (0.85-8.7 MB), slower for its gate/up (9.3 MB Q8_0, under the ffn rmsnorm) and for Phi-3-mini's 10-57 MB
+# matrices: many blocks' loads issued early slow the kernel still running. $ORCD_GEMV_PRELOAD: an A/B switch
 PRELOAD = frozenset(os.environ.get("ORCD_GEMV_PRELOAD", "qkv,o,down").split(","))
+PRELOAD_MAX_BYTES = 9_000_000
 
 
 def pack_splits(max_context: int) -> int:
@@ -167,8 +170,9 @@ class CudaForward:
         project = gemm if packed else linear
         fused = n <= GEMV_ROWS and not packed  # gemv with RoPE / SwiGLU in its epilogue
 
-        def early(site: str) -> dict:  # gemv's preload, where this pass projects with gemv
-            return {"preload": True} if fused and site in PRELOAD else {}
+        def early(site: str, matrix) -> dict:  # gemv's preload, where this pass projects with gemv
+            small = matrix.nbytes <= PRELOAD_MAX_BYTES
+            return {"preload": True} if fused and site in PRELOAD and small else {}
 
         x, h, qkv, q, att = self.x[:n], self.h[:n], self.qkv[:n], self.q[:n], self.att[:n]
         gu, act = self.gu[:n], self.act[:n]
@@ -179,14 +183,14 @@ class CudaForward:
             if fused:  # q|k|v projection with RoPE and the cache append in its epilogue
                 gemv(rt, None, h, layer.wqkv, layer.bqkv, rope=RopeKV(
                     q, self.k_cache[i], self.v_cache[i], self.slots[:n], self.pos[:n], rope_dim,
-                    c.rope_theta, w.rope_factors, w.attn_factor), **early("qkv"))
+                    c.rope_theta, w.rope_factors, w.attn_factor), **early("qkv", layer.wqkv))
             else:
                 project(rt, qkv, h, layer.wqkv, layer.bqkv)  # [n, q_dim + 2 kv_dim]
                 rope_kv(rt, q, self.k_cache[i], self.v_cache[i], qkv, self.slots[:n], self.pos[:n],
                         rope=w.rope, rope_dim=rope_dim, theta=c.rope_theta, freq_factors=w.rope_factors,
                         attn_factor=w.attn_factor)
             attend(i, q, att)  # [n, q_dim]
-            project(rt, x, att, layer.wo, layer.bo, accumulate=True, **early("o"))  # x += attention output
+            project(rt, x, att, layer.wo, layer.bo, accumulate=True, **early("o", layer.wo))  # x += attention
             self._norm(h, x, layer.ffn_norm, layer.ffn_norm_bias)
             if c.activation == "swiglu" and fused:  # silu(gate) * up in the gemv's epilogue
                 gemv(rt, act, h, layer.w_up, layer.b_up, swiglu=True)  # [n, hidden]
@@ -196,7 +200,8 @@ class CudaForward:
                     swiglu(rt, act, gu)
                 else:
                     gelu(rt, act, gu)
-            project(rt, x, act, layer.w_down, layer.b_down, accumulate=True, **early("down"))  # x += ffn out
+            project(rt, x, act, layer.w_down, layer.b_down, accumulate=True,
+                    **early("down", layer.w_down))  # x += feed-forward output
 
     def _head(self, x, h, logits) -> None:
         self._norm(h, x, self.w.output_norm, self.w.output_norm_bias)
