@@ -16,6 +16,8 @@
 // -D EPI_ROPE=1: w is the fused q|k|v projection of a model whose rotated pairs are adjacent columns (the
 // engine permutes NEOX rows at load), and the epilogue does what rope_kv.cu does: rotate q and k, write q
 // (operand) to q_out [M, n_heads, head_dim] and append k, v to the caches at (slots[m], pos[m]).
+// -D PRELOAD=1: the first UNROLL k chunks of weights are loaded before the programmatic wait (weights are
+// written by no kernel), so they stream while the kernel before ends; the same loads, so the same bits.
 // -D WQ8=1: w is Q8_0 (q8.cuh): quants int8 [N, K] and w_scales f16 [N, K / 32] (K % 32 == 0). A lane reads
 // its 16 quants of a k chunk (16 bytes, within one Q8_0 block) and the block's scale, and dequantises them
 // into the fragments the f16 weights would give: the same bits as the dequantised matrix, for about half
@@ -156,7 +158,7 @@ extern "C" __global__ void __launch_bounds__(512) gemv(
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
 
-    {
+    {  // the main loop
         const uint4 zero = make_uint4(0, 0, 0, 0);
         // every load of UNROLL k chunks is issued before their mma's; with PIPE the weights of the next
         // UNROLL k chunks are also in flight while these are used

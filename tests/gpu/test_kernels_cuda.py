@@ -285,6 +285,22 @@ def test_gemv_pipelined_is_bit_identical(rt, rng, monkeypatch, m, n, k):
     assert np.array_equal(out[8], out[0])
 
 
+# gemv(preload=True) issues its first weight loads before the programmatic wait: the same loads, earlier
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 1152, 896), (5, 333, 136), (8, 896, 4864), (40, 3072, 8192)])
+def test_gemv_preload_is_bit_identical(rt, rng, m, n, k):
+    from gpu.ops.gemv import gemv
+
+    x, _ = operand(rt, rng.standard_normal((m, k)).astype(np.float32))
+    w, _ = operand(rt, (rng.standard_normal((n, k)) / math.sqrt(k)).astype(np.float32))
+    bias = f32(rt, rng.standard_normal(n).astype(np.float32))
+    out = {}
+    for preload in (False, True):
+        y = f32(rt, np.ones((m, n), np.float32))
+        gemv(rt, y, x, w, bias, accumulate=True, preload=preload)
+        out[preload] = get(rt, y)
+    assert np.array_equal(out[True], out[False])
+
+
 @pytest.mark.parametrize("vocab", [151_936, 77, 32_064])
 def test_argmax(rt, rng, vocab):
     from gpu.ops.argmax import argmax, ids_from_packed
