@@ -21,13 +21,12 @@ ENV_DIR = "ORCD_CUBIN_DIR"
 
 # the -D variants the launchers in gpu/ops ask for (head dims of the supported models)
 VARIANTS: dict[str, list[dict[str, int]]] = {
-    "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": p,
-              "LOAD": 2} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope") for p in (0, 1)]
-    + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
-        "WQ8": 1} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")]  # Q8_0 weights
-    + [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "PIPE": 0, "LOAD": 2,
-        "PRELOAD": 1, **q8} for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")
-       for q8 in ({}, {"WQ8": 1})],  # weights loaded before the programmatic wait
+    # per row bucket and epilogue: operand weights with and without the software pipeline, Q8_0 weights,
+    # and both with their first weights loaded before the programmatic wait
+    "gemv": [{"MAX_M": m, "EPI_SWIGLU": int(e == "swiglu"), "EPI_ROPE": int(e == "rope"), "LOAD": 2, **kind}
+             for m in (8, 16, 32, 64) for e in ("none", "swiglu", "rope")
+             for kind in ({"PIPE": 0}, {"PIPE": 1}, {"PIPE": 0, "WQ8": 1}, {"PIPE": 0, "PRELOAD": 1},
+                          {"PIPE": 0, "PRELOAD": 1, "WQ8": 1})],
     "embedding": [{}, {"TABLE_Q8": 1}],
     # gpu/ops/gemm.py CONFIGS: BM x BN tiles, WM x WN warps, BK, STAGES (named BMxBNxBKsSTAGESwWMWN there)
     "gemm": [dict(zip(("BM", "BN", "WM", "WN", "BK", "STAGES"), c, strict=True))
